@@ -1,0 +1,3 @@
+from fraktal.cli import main
+
+main()
