@@ -1,0 +1,146 @@
+"""The streaming PNG writer, checked by decoding its files with Pillow."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fraktal.render.png as png_module
+from fraktal.errors import UsageError
+from fraktal.render.compute import render
+from fraktal.render.palette import Equalizer, colourize
+from fraktal.render.png import SIGNATURE, write_png
+from fraktal.render.spec import make_spec
+
+SPEC = make_spec(
+    width=37, height=23, center_re=-0.75, center_im=0.1, span=0.6, max_iter=300
+)
+METADATA = {
+    "fraktal.center": "-0.75,0.1",
+    "fraktal.max-iter": "300",
+    "Software": "fraktal 0.1.0",
+}
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return render(SPEC)
+
+
+def chunks(path):
+    data = path.read_bytes()
+    assert data.startswith(SIGNATURE)
+    offset = len(SIGNATURE)
+    while offset < len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack_from(">I", data, offset + 8 + length)
+        yield kind, body, crc == zlib.crc32(kind + body)
+        offset += 12 + length
+
+
+@pytest.mark.parametrize("strip_rows", [1, 5, 23, 256])
+def test_decoded_pixels_equal_colourize_for_any_strip_height(tmp_path, raw, strip_rows):
+    path = tmp_path / "out.png"
+
+    write_png(path, raw, "nocturne", metadata=METADATA, strip_rows=strip_rows)
+
+    with Image.open(path) as image:
+        assert image.mode == "RGB" and image.size == (37, 23)
+        assert np.array_equal(np.asarray(image), colourize(raw, "nocturne"))
+
+
+def test_render_parameters_are_readable_as_png_text(tmp_path, raw):
+    path = tmp_path / "out.png"
+
+    write_png(path, raw, "fire", metadata=METADATA)
+
+    with Image.open(path) as image:
+        assert image.text == METADATA
+
+
+def test_every_chunk_has_a_correct_crc_and_the_order_is_legal(tmp_path, raw):
+    path = tmp_path / "out.png"
+
+    write_png(path, raw, "ice", metadata=METADATA, strip_rows=4)
+
+    found = list(chunks(path))
+    kinds = [kind for kind, _, _ in found]
+    assert all(good for _, _, good in found)
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+    assert kinds.count(b"tEXt") == 3 and b"IDAT" in kinds
+    assert found[0][1] == struct.pack(">IIBBBBB", 37, 23, 8, 2, 0, 0, 0)
+
+
+def test_a_memory_mapped_image_with_equalisation(tmp_path, raw):
+    mapped = np.memmap(
+        tmp_path / "raw.f32", dtype=np.float32, mode="w+", shape=raw.shape
+    )
+    mapped[:] = raw
+    mapped.flush()
+    path = tmp_path / "eq.png"
+
+    write_png(
+        path,
+        np.memmap(tmp_path / "raw.f32", dtype=np.float32, mode="r", shape=raw.shape),
+        "gray",
+        equalize=True,
+        metadata={},
+        strip_rows=6,
+    )
+
+    expected = colourize(raw, "gray", Equalizer.from_raw(raw))
+    with Image.open(path) as image:
+        assert np.array_equal(np.asarray(image), expected)
+
+
+def test_an_unknown_palette_is_refused_before_any_file_exists(tmp_path, raw):
+    with pytest.raises(UsageError, match="unknown palette 'sepia'"):
+        write_png(tmp_path / "out.png", raw, "sepia", metadata=METADATA)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "metadata", [{"": "x"}, {"k" * 80: "x"}, {"Title": "\u2603"}, {"Title": "a\x00b"}]
+)
+def test_text_png_cannot_hold_is_refused_before_any_file_exists(
+    tmp_path, raw, metadata
+):
+    with pytest.raises(ValueError, match="PNG text"):
+        write_png(tmp_path / "out.png", raw, "gray", metadata=metadata)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_crash_midway_leaves_the_old_file_and_no_half_png(tmp_path, raw, monkeypatch):
+    path = tmp_path / "poster.png"
+    path.write_bytes(b"previous poster")
+    strips = []
+
+    def failing_colourize(values, palette, equalizer=None):
+        strips.append(values.shape)
+        if len(strips) == 2:
+            raise MemoryError("simulated crash in the second strip")
+        return colourize(values, palette, equalizer)
+
+    monkeypatch.setattr(png_module, "colourize", failing_colourize)
+
+    with pytest.raises(MemoryError):
+        write_png(path, raw, "nocturne", metadata=METADATA, strip_rows=8)
+
+    assert path.read_bytes() == b"previous poster"
+    assert [entry.name for entry in tmp_path.iterdir()] == ["poster.png"]
+
+
+def test_a_finished_write_replaces_the_old_file(tmp_path, raw):
+    path = tmp_path / "poster.png"
+    path.write_bytes(b"previous poster")
+
+    write_png(str(path), raw, "nocturne", metadata=METADATA)
+
+    assert path.read_bytes().startswith(SIGNATURE)
+    assert [entry.name for entry in tmp_path.iterdir()] == ["poster.png"]
