@@ -27,8 +27,15 @@ from fraktal.protocol.messages import (
 from fraktal.protocol.session import MasterSession, State, WorkerSession, join_mac
 from fraktal.render.spec import make_spec
 
-SPEC = make_spec(width=100, height=60, center_re=-0.5, center_im=0.25, span=2.0,
-                 max_iter=200, tile_size=16)
+SPEC = make_spec(
+    width=100,
+    height=60,
+    center_re=-0.5,
+    center_im=0.25,
+    span=2.0,
+    max_iter=200,
+    tile_size=16,
+)
 MESSAGES = [
     (Hello(b"n" * 32, True), MASTER_MESSAGES),
     (Welcome("w7", 2.0), MASTER_MESSAGES),
@@ -36,16 +43,21 @@ MESSAGES = [
     (Drop("abc123"), MASTER_MESSAGES),
     (Error("bad thing"), MASTER_MESSAGES),
     (Join("box-1", "box", 4, b"m" * 32), WORKER_MESSAGES),
-    (Result(12, (TileData(0, b"\x01abc"),), (TileFailure(5, "died"),), 1.5, 99),
-     WORKER_MESSAGES),
+    (
+        Result(12, (TileData(0, b"\x01abc"),), (TileFailure(5, "died"),), 1.5, 99),
+        WORKER_MESSAGES,
+    ),
     (Heartbeat(3), WORKER_MESSAGES),
     (Release((1, 2), True), WORKER_MESSAGES),
     (Error("bad thing"), WORKER_MESSAGES),
 ]
 
 
-@pytest.mark.parametrize(("message", "allowed"), MESSAGES,
-                         ids=[f"{m.TYPE}-{i}" for i, (m, _) in enumerate(MESSAGES)])
+@pytest.mark.parametrize(
+    ("message", "allowed"),
+    MESSAGES,
+    ids=[f"{m.TYPE}-{i}" for i, (m, _) in enumerate(MESSAGES)],
+)
 def test_every_message_round_trips(message, allowed):
     assert decode(encode(message), allowed) == message
 
@@ -110,7 +122,7 @@ def test_work_messages_before_join_are_refused(message):
 
 
 def test_second_join_is_refused():
-    master, worker, _ = handshake(None, None)
+    master, _worker, _ = handshake(None, None)
     with pytest.raises(ProtocolError, match="join message is not allowed"):
         master.receive(encode_frame(encode(Join("x", "y", 1, b""))))
 
@@ -126,7 +138,7 @@ def test_frames_cut_anywhere_reassemble():
     master, _, _ = handshake(None, None)
     received = []
     for i in range(0, len(frames), 3):
-        received += master.receive(frames[i:i + 3])
+        received += master.receive(frames[i : i + 3])
     assert received == [Heartbeat(i) for i in range(5)]
 
 
@@ -158,28 +170,109 @@ def test_truncated_frame_yields_nothing_yet():
         (msgpack.packb({"v": 1, "type": "exec", "busy": 1}), "'exec' is not one"),
         (msgpack.packb({"v": 1, "type": "heartbeat"}), "has fields"),
         (msgpack.packb({"v": 1, "type": "heartbeat", "busy": 1, "x": 0}), "has fields"),
-        (msgpack.packb({"v": 1, "type": "heartbeat", "busy": "1"}), "must be an integer"),
-        (msgpack.packb({"v": 1, "type": "heartbeat", "busy": True}), "must be an integer"),
+        (
+            msgpack.packb({"v": 1, "type": "heartbeat", "busy": "1"}),
+            "must be an integer",
+        ),
+        (
+            msgpack.packb({"v": 1, "type": "heartbeat", "busy": True}),
+            "must be an integer",
+        ),
         (msgpack.packb({"v": 1, "type": "heartbeat", "busy": -1}), "must be in"),
-        (msgpack.packb({"v": 1, "type": "release", "chunks": [1, "x"], "leaving": False}), "integer"),
-        (msgpack.packb({"v": 1, "type": "result", "chunk": 1, "done": [[0]],
-                        "failed": [], "compute_seconds": 1.0, "iterations": 1}),
-         "pair"),
-        (msgpack.packb({"v": 1, "type": "result", "chunk": 1, "done": [],
-                        "failed": [], "compute_seconds": float("nan"),
-                        "iterations": 1}), "must be in"),
-        (msgpack.packb({"v": 1, "type": "result", "chunk": 1,
-                        "done": [[3, b"a"], [3, b"b"]], "failed": [],
-                        "compute_seconds": 1.0, "iterations": 1}), "more than once"),
-        (msgpack.packb({"v": 1, "type": "result", "chunk": 1,
-                        "done": [[3, "text"]], "failed": [],
-                        "compute_seconds": 1.0, "iterations": 1}), "raw bytes"),
-        (msgpack.packb({"v": 1, "type": "join", "name": "n", "host": "h",
-                        "processes": 1, "mac": b"short"}), "32 raw bytes"),
-        (msgpack.packb({"v": 1, "type": "join", "name": "n" * 500, "host": "h",
-                        "processes": 1, "mac": b""}), "at most 128"),
-        (msgpack.packb({"v": 1, "type": "heartbeat", "busy": msgpack.ExtType(5, b"x")}),
-         "not valid MessagePack|must be an integer"),
+        (
+            msgpack.packb(
+                {"v": 1, "type": "release", "chunks": [1, "x"], "leaving": False}
+            ),
+            "integer",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "result",
+                    "chunk": 1,
+                    "done": [[0]],
+                    "failed": [],
+                    "compute_seconds": 1.0,
+                    "iterations": 1,
+                }
+            ),
+            "pair",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "result",
+                    "chunk": 1,
+                    "done": [],
+                    "failed": [],
+                    "compute_seconds": float("nan"),
+                    "iterations": 1,
+                }
+            ),
+            "must be in",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "result",
+                    "chunk": 1,
+                    "done": [[3, b"a"], [3, b"b"]],
+                    "failed": [],
+                    "compute_seconds": 1.0,
+                    "iterations": 1,
+                }
+            ),
+            "more than once",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "result",
+                    "chunk": 1,
+                    "done": [[3, "text"]],
+                    "failed": [],
+                    "compute_seconds": 1.0,
+                    "iterations": 1,
+                }
+            ),
+            "raw bytes",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "join",
+                    "name": "n",
+                    "host": "h",
+                    "processes": 1,
+                    "mac": b"short",
+                }
+            ),
+            "32 raw bytes",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "type": "join",
+                    "name": "n" * 500,
+                    "host": "h",
+                    "processes": 1,
+                    "mac": b"",
+                }
+            ),
+            "at most 128",
+        ),
+        (
+            msgpack.packb(
+                {"v": 1, "type": "heartbeat", "busy": msgpack.ExtType(5, b"x")}
+            ),
+            "not valid MessagePack|must be an integer",
+        ),
     ],
 )
 def test_hostile_bodies_give_a_protocol_error(body, match):
@@ -189,8 +282,11 @@ def test_hostile_bodies_give_a_protocol_error(body, match):
 
 @pytest.mark.parametrize(
     ("spec_change", "match"),
-    [({"width": 0}, "width must be from 1"), ({"span": -1.0}, "span must be"),
-     ({"max_iter": "9"}, "max-iter must be a whole number")],
+    [
+        ({"width": 0}, "width must be from 1"),
+        ({"span": -1.0}, "span must be"),
+        ({"max_iter": "9"}, "max-iter must be a whole number"),
+    ],
 )
 def test_assign_with_bad_render_parameters_is_refused(spec_change, match):
     wire = Assign(1, "job", SPEC, (0,), 30.0).to_wire()

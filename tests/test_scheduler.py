@@ -23,8 +23,15 @@ def make(**options):
 
 
 def finish(scheduler, worker, chunk, now, seconds=1.0):
-    return scheduler.complete(worker.id, chunk.id, chunk.tiles, [],
-                              compute_seconds=seconds, iterations=10, now=now)
+    return scheduler.complete(
+        worker.id,
+        chunk.id,
+        chunk.tiles,
+        [],
+        compute_seconds=seconds,
+        iterations=10,
+        now=now,
+    )
 
 
 def test_first_chunks_probe_one_tile_per_process_and_pipeline_two():
@@ -122,8 +129,15 @@ def test_tile_that_fails_max_attempts_times_fails_the_job_naming_it():
     for attempt in range(3):
         chunk = scheduler.next_chunk(worker.id, now=attempt)
         assert chunk.tiles == (0,)
-        scheduler.complete(worker.id, chunk.id, [], [(0, "process died")],
-                           compute_seconds=0.0, iterations=0, now=attempt)
+        scheduler.complete(
+            worker.id,
+            chunk.id,
+            [],
+            [(0, "process died")],
+            compute_seconds=0.0,
+            iterations=0,
+            now=attempt,
+        )
 
     assert job.status is JobStatus.FAILED
     assert "tile 0 (x=0, y=0, 8x8)" in job.error
@@ -146,7 +160,7 @@ def test_tile_that_expires_max_attempts_times_fails_the_job():
 
 
 def test_a_worker_that_joins_mid_job_gets_work_at_once():
-    scheduler, job = make()
+    scheduler, _job = make()
     first = scheduler.register("a", "h", processes=1, now=0.0)
     finish(scheduler, first, scheduler.next_chunk(first.id, now=0.0), now=1.0)
 
@@ -212,8 +226,9 @@ def test_result_for_a_chunk_never_leased_is_a_protocol_error():
     with pytest.raises(ProtocolError, match="never leased"):
         finish(scheduler, b, chunk, now=1.0)
     with pytest.raises(ProtocolError, match="never leased"):
-        scheduler.complete(a.id, 999, [0], [], compute_seconds=1.0,
-                           iterations=1, now=1.0)
+        scheduler.complete(
+            a.id, 999, [0], [], compute_seconds=1.0, iterations=1, now=1.0
+        )
 
 
 def test_result_naming_tiles_outside_the_chunk_is_a_protocol_error():
@@ -222,8 +237,9 @@ def test_result_naming_tiles_outside_the_chunk_is_a_protocol_error():
     chunk = scheduler.next_chunk(worker.id, now=0.0)
 
     with pytest.raises(ProtocolError, match="expected exactly"):
-        scheduler.complete(worker.id, chunk.id, [5], [], compute_seconds=1.0,
-                           iterations=1, now=1.0)
+        scheduler.complete(
+            worker.id, chunk.id, [5], [], compute_seconds=1.0, iterations=1, now=1.0
+        )
     assert job.done == 0
 
 

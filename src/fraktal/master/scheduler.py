@@ -49,7 +49,6 @@ from fraktal.errors import ProtocolError, TransitionError
 from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import TileGrid
 
-
 MAX_RETIRED_CHUNKS = 10_000
 
 
@@ -208,20 +207,29 @@ class Scheduler:
         """Queue a render; tiles in ``done_tiles`` are already computed."""
         job_id = spec.key()
         if job_id in self.jobs and self.jobs[job_id].status in (
-            JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            JobStatus.DONE,
         ):
             return self.jobs[job_id]
 
-        job = Job(job_id, spec, TileGrid(spec.view.width, spec.view.height,
-                                         spec.tile_size), created=now)
+        job = Job(
+            job_id,
+            spec,
+            TileGrid(spec.view.width, spec.view.height, spec.tile_size),
+            created=now,
+        )
         for tile in sorted(set(done_tiles)):
             self._move(job, tile, TileState.DONE)
         job.resumed = job.done
         job.pending = deque(np.flatnonzero(job.states == TileState.PENDING).tolist())
         self.jobs[job_id] = job
         self.queue.append(job_id)
-        self._record(now, "job-queued", f"job {job_id} queued ({job.grid.count} "
-                     f"tiles, {job.resumed} already done)")
+        self._record(
+            now,
+            "job-queued",
+            f"job {job_id} queued ({job.grid.count} tiles, {job.resumed} already done)",
+        )
         self._activate_next(now)
         return job
 
@@ -261,11 +269,20 @@ class Scheduler:
 
     def register(self, name: str, host: str, processes: int, now: float) -> Worker:
         """A worker joined and proved the token."""
-        worker = Worker(f"w{next(self._worker_ids)}", name, host, processes,
-                        joined=now, last_seen=now)
+        worker = Worker(
+            f"w{next(self._worker_ids)}",
+            name,
+            host,
+            processes,
+            joined=now,
+            last_seen=now,
+        )
         self.workers[worker.id] = worker
-        self._record(now, "worker-joined", f"worker {worker.id} ({name} on {host}, "
-                     f"{processes} processes) joined")
+        self._record(
+            now,
+            "worker-joined",
+            f"worker {worker.id} ({name} on {host}, {processes} processes) joined",
+        )
         return worker
 
     def disconnect(
@@ -280,8 +297,12 @@ class Scheduler:
             requeued += self._requeue(chunk, count_attempt=False, now=now)
         worker.connected, worker.ended = False, now
         worker.end_status, worker.reason = status, reason
-        self._record(now, f"worker-{status.value}", f"worker {worker_id} "
-                     f"{status.value}: {reason}; {len(requeued)} tiles requeued")
+        self._record(
+            now,
+            f"worker-{status.value}",
+            f"worker {worker_id} "
+            f"{status.value}: {reason}; {len(requeued)} tiles requeued",
+        )
         return requeued
 
     def heartbeat(self, worker_id: str, now: float) -> None:
@@ -299,8 +320,9 @@ class Scheduler:
             if chunk is not None:
                 count += len(self._requeue(chunk, count_attempt=False, now=now))
         if count:
-            self._record(now, "chunk-released", f"worker {worker_id} released "
-                         f"{count} tiles")
+            self._record(
+                now, "chunk-released", f"worker {worker_id} released {count} tiles"
+            )
         return count
 
     # -- leases -----------------------------------------------------------
@@ -309,17 +331,30 @@ class Scheduler:
         """Lease a chunk to the worker if it has room and there is work."""
         worker = self.workers[worker_id]
         job = self.active
-        ready = self.worker_status(worker, now) in (WorkerStatus.IDLE,
-                                                    WorkerStatus.WORKING)
-        if (not ready or job is None or not job.pending
-                or len(worker.chunks) >= self.pipeline_depth):
+        ready = self.worker_status(worker, now) in (
+            WorkerStatus.IDLE,
+            WorkerStatus.WORKING,
+        )
+        if (
+            not ready
+            or job is None
+            or not job.pending
+            or len(worker.chunks) >= self.pipeline_depth
+        ):
             return None
 
-        tiles = tuple(job.pending.popleft()
-                      for _ in range(min(self._chunk_size(worker, job),
-                                         len(job.pending))))
-        chunk = Chunk(next(self._chunk_ids), job.id, worker_id, tiles,
-                      leased_at=now, deadline=now + self.lease_seconds)
+        tiles = tuple(
+            job.pending.popleft()
+            for _ in range(min(self._chunk_size(worker, job), len(job.pending)))
+        )
+        chunk = Chunk(
+            next(self._chunk_ids),
+            job.id,
+            worker_id,
+            tiles,
+            leased_at=now,
+            deadline=now + self.lease_seconds,
+        )
         for tile in tiles:
             self._move(job, tile, TileState.LEASED)
             job.lease_of[tile] = chunk.id
@@ -345,11 +380,19 @@ class Scheduler:
                 continue
             worker = self.workers[chunk.worker_id]
             worker.expired_recently = True
-            self._record(now, "lease-expired", f"worker {worker.id}: chunk "
-                         f"{chunk.id} ({len(chunk.tiles)} tiles) requeued after "
-                         f"{now - chunk.leased_at:.1f} s")
-            self._requeue(chunk, count_attempt=True, now=now,
-                          why=f"its lease expired {self.max_attempts} times")
+            self._record(
+                now,
+                "lease-expired",
+                f"worker {worker.id}: chunk "
+                f"{chunk.id} ({len(chunk.tiles)} tiles) requeued after "
+                f"{now - chunk.leased_at:.1f} s",
+            )
+            self._requeue(
+                chunk,
+                count_attempt=True,
+                now=now,
+                why=f"its lease expired {self.max_attempts} times",
+            )
         return expired
 
     def next_deadline(self) -> float | None:
@@ -418,7 +461,8 @@ class Scheduler:
         for tile in done:
             state = TileState(job.states[tile])
             if job.status is not JobStatus.RUNNING or state in (
-                TileState.DONE, TileState.FAILED
+                TileState.DONE,
+                TileState.FAILED,
             ):
                 dropped.append(tile)
                 job.duplicates += 1
@@ -431,8 +475,13 @@ class Scheduler:
         return accepted, dropped
 
     def _credit(
-        self, worker: Worker, job: Job, accepted: list[int],
-        compute_seconds: float, iterations: int, computed: int,
+        self,
+        worker: Worker,
+        job: Job,
+        accepted: list[int],
+        compute_seconds: float,
+        iterations: int,
+        computed: int,
     ) -> None:
         pixels = sum(job.grid.rect(t).pixels for t in accepted)
         worker.tiles_done += len(accepted)
@@ -441,7 +490,9 @@ class Scheduler:
         job.iterations += iterations
         if computed and compute_seconds > 0:
             sample = computed * worker.processes / compute_seconds
-            worker.rate = sample if worker.rate is None else 0.5 * (worker.rate + sample)
+            worker.rate = (
+                sample if worker.rate is None else 0.5 * (worker.rate + sample)
+            )
 
     def _fail_attempt(
         self, job: Job, chunk: Chunk, tile: int, reason: str, now: float
@@ -449,8 +500,11 @@ class Scheduler:
         if job.lease_of.get(tile) != chunk.id:
             return
         job.lease_of.pop(tile, None)
-        self._record(now, "tile-failed", f"worker {chunk.worker_id}: tile {tile} "
-                     f"failed: {reason}")
+        self._record(
+            now,
+            "tile-failed",
+            f"worker {chunk.worker_id}: tile {tile} failed: {reason}",
+        )
         why = f"it failed {self.max_attempts} times, last: {reason}"
         if self._count_attempt(job, tile, now, why):
             self._move(job, tile, TileState.PENDING)
@@ -483,9 +537,13 @@ class Scheduler:
             return True
         self._move(job, tile, TileState.FAILED)
         rect = job.grid.rect(tile)
-        self._end_job(job, JobStatus.FAILED, now,
-                      f"tile {tile} (x={rect.x}, y={rect.y}, {rect.width}x"
-                      f"{rect.height}) gave up because {why}")
+        self._end_job(
+            job,
+            JobStatus.FAILED,
+            now,
+            f"tile {tile} (x={rect.x}, y={rect.y}, {rect.width}x"
+            f"{rect.height}) gave up because {why}",
+        )
         return False
 
     def _forget_chunk(self, chunk: Chunk, *, retire: bool = False) -> None:
@@ -501,8 +559,7 @@ class Scheduler:
         old = TileState(job.states[tile])
         if new not in _ALLOWED_MOVES[old]:
             raise TransitionError(
-                f"job {job.id}: tile {tile} cannot move from {old.name} to "
-                f"{new.name}"
+                f"job {job.id}: tile {tile} cannot move from {old.name} to {new.name}"
             )
         job.states[tile] = new
         if new is TileState.DONE:

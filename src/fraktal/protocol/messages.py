@@ -202,8 +202,7 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
     expected = {f.name for f in fields(cls)}
     if set(fields_) != expected:
         raise ProtocolError(
-            f"{kind} message has fields {sorted(fields_)}, expected "
-            f"{sorted(expected)}"
+            f"{kind} message has fields {sorted(fields_)}, expected {sorted(expected)}"
         )
     return _PARSERS[cls](fields_)
 
@@ -249,8 +248,9 @@ def _text(value: Any, what: str, limit: int) -> str:
 def _bytes(d: dict[str, Any], key: str, sizes: tuple[int, ...]) -> bytes:
     value = d[key]
     if not isinstance(value, bytes) or len(value) not in sizes:
-        raise ProtocolError(f"field {key!r} must be {' or '.join(map(str, sizes))} "
-                            f"raw bytes")
+        raise ProtocolError(
+            f"field {key!r} must be {' or '.join(map(str, sizes))} raw bytes"
+        )
     return value
 
 
@@ -346,8 +346,10 @@ def _parse_heartbeat(d: dict[str, Any]) -> Heartbeat:
 
 def _parse_release(d: dict[str, Any]) -> Release:
     chunks = _list(d, "chunks", MAX_TILES_PER_CHUNK)
-    return Release(tuple(_int({"chunk": c}, "chunk", 0, MAX_ID) for c in chunks),
-                   _bool(d, "leaving"))
+    return Release(
+        tuple(_int({"chunk": c}, "chunk", 0, MAX_ID) for c in chunks),
+        _bool(d, "leaving"),
+    )
 
 
 def _parse_drop(d: dict[str, Any]) -> Drop:

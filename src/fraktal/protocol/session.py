@@ -89,7 +89,9 @@ class MasterSession(_Session):
     """The master's end: sends `Hello`, authenticates `Join`, then relays."""
 
     def __init__(
-        self, token: str | None, max_frame: int = DEFAULT_MAX_FRAME,
+        self,
+        token: str | None,
+        max_frame: int = DEFAULT_MAX_FRAME,
         nonce: bytes | None = None,
     ) -> None:
         super().__init__(WORKER_MESSAGES, max_frame)
@@ -118,7 +120,9 @@ class MasterSession(_Session):
                 "this master requires a token; start the worker with --token "
                 "or FRAKTAL_TOKEN set to the master's token"
             )
-        if not hmac.compare_digest(join.mac, join_mac(self.token, self.nonce, join.name)):
+        if not hmac.compare_digest(
+            join.mac, join_mac(self.token, self.nonce, join.name)
+        ):
             raise AuthenticationError(
                 f"worker {join.name!r} did not prove the master's token; check "
                 f"that both use the same --token / FRAKTAL_TOKEN"
@@ -129,7 +133,11 @@ class WorkerSession(_Session):
     """The worker's end: answers `Hello` with `Join`, waits for `Welcome`."""
 
     def __init__(
-        self, token: str | None, name: str, host: str, processes: int,
+        self,
+        token: str | None,
+        name: str,
+        host: str,
+        processes: int,
         max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         super().__init__(MASTER_MESSAGES, max_frame)

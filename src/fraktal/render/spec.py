@@ -30,6 +30,10 @@ DEFAULT_SPAN = 4.2
 DEFAULT_MAX_ITER = 1000
 DEFAULT_TILE = 64
 
+# Part of every job's key: raise it whenever the kernel's output changes, so a
+# job folder computed by an older kernel is never resumed by a newer one.
+KERNEL_VERSION = 1
+
 
 @dataclass(frozen=True)
 class RenderSpec:
@@ -41,12 +45,15 @@ class RenderSpec:
 
     def key(self) -> str:
         """A short stable name for this computation, used for job folders."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps({**self.to_dict(), "kernel": KERNEL_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, float | int]:
-        return {**asdict(self.view), "max_iter": self.max_iter,
-                "tile_size": self.tile_size}
+        return {
+            **asdict(self.view),
+            "max_iter": self.max_iter,
+            "tile_size": self.tile_size,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> RenderSpec:
@@ -62,7 +69,9 @@ class RenderSpec:
                 tile_size=data["tile_size"],
             )
         except KeyError as exc:
-            raise UsageError(f"render parameters lack the field {exc.args[0]!r}")
+            raise UsageError(
+                f"render parameters lack the field {exc.args[0]!r}"
+            ) from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -121,8 +130,9 @@ def make_spec(
 
 def _whole(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{name} must be a whole number from {low} to {high}, "
-                         f"got {value!r}")
+        raise UsageError(
+            f"{name} must be a whole number from {low} to {high}, got {value!r}"
+        )
     if not low <= value <= high:
         raise UsageError(f"{name} must be from {low} to {high}, got {value}")
     return value

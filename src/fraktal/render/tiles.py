@@ -50,5 +50,6 @@ class TileGrid:
             raise IndexError(f"tile {tile_id} is outside 0..{self.count - 1}")
         row, column = divmod(tile_id, self.columns)
         x, y = column * self.size, row * self.size
-        return Rect(x, y, min(self.size, self.width - x),
-                    min(self.size, self.height - y))
+        return Rect(
+            x, y, min(self.size, self.width - x), min(self.size, self.height - y)
+        )

@@ -15,7 +15,6 @@ cannot depend on how the image was cut into tiles.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
