@@ -1,0 +1,110 @@
+"""One worker connection on the master: handshake, then messages until it ends.
+
+Bytes go through the connection's `MasterSession`, which refuses anything
+malformed. Any `ProtocolError` is answered with an error frame and ends this
+connection only; the worker's leased tiles go back to the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fraktal.errors import AuthenticationError, ProtocolError
+from fraktal.master.scheduler import WorkerStatus
+from fraktal.master.service import Connection, Master
+from fraktal.protocol.messages import Error, Join, Welcome
+from fraktal.protocol.session import MasterSession
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 256 * 1024
+
+
+async def handle_connection(
+    master: Master, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve one TCP connection from a (would-be) worker until it closes."""
+    peer = _peer(writer)
+    if not master.accept_connection():
+        logger.warning(
+            "%s: refused, %d connections already open",
+            peer,
+            master.config.max_connections,
+        )
+        writer.close()
+        return
+    session = MasterSession(master.config.token, master.config.max_frame)
+    connection: Connection | None = None
+    status, reason = WorkerStatus.LOST, "connection closed without a goodbye"
+    try:
+        writer.write(session.hello())
+        join = await asyncio.wait_for(
+            _read_join(reader, session), master.config.handshake_seconds
+        )
+        connection = master.join(session, writer, join.name, peer, join.processes)
+        writer.write(
+            session.send(Welcome(connection.worker_id, master.config.heartbeat_seconds))
+        )
+        master.dispatch()
+        status, reason = await _serve(master, connection, reader)
+    except AuthenticationError as exc:
+        logger.warning("%s: refused: %s", peer, exc)
+        _say_goodbye(writer, session, str(exc))
+        status, reason = WorkerStatus.DISCONNECTED, str(exc)
+    except ProtocolError as exc:
+        who = f"worker {connection.worker_id}" if connection else peer
+        logger.warning("%s: bad frame, closing: %s", who, exc)
+        _say_goodbye(writer, session, str(exc))
+        status, reason = WorkerStatus.DISCONNECTED, f"protocol error: {exc}"
+    except TimeoutError:
+        logger.warning(
+            "%s: no join within %.0f s, closing", peer, master.config.handshake_seconds
+        )
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        reason = f"connection lost: {exc.__class__.__name__}"
+    finally:
+        master.connection_closed()
+        if connection is not None:
+            master.leave(connection, status, reason)
+        writer.close()
+
+
+async def _read_join(reader: asyncio.StreamReader, session: MasterSession) -> Join:
+    while True:
+        data = await reader.read(READ_BYTES)
+        if not data:
+            raise ConnectionResetError("closed before joining")
+        for message in session.receive(data):
+            if isinstance(message, Join):
+                return message
+            raise ProtocolError(f"worker sent {message.TYPE} before joining")
+
+
+async def _serve(
+    master: Master, connection: Connection, reader: asyncio.StreamReader
+) -> tuple[WorkerStatus, str]:
+    while True:
+        data = await reader.read(READ_BYTES)
+        if not data and connection.leaving:
+            return WorkerStatus.LEFT, "handed its chunks back and left"
+        if not data:
+            return WorkerStatus.LOST, "connection closed without a goodbye"
+        for message in connection.session.receive(data):
+            if isinstance(message, Error):
+                return WorkerStatus.DISCONNECTED, f"worker error: {message.message}"
+            master.handle(connection, message)
+        await connection.writer.drain()
+
+
+def _say_goodbye(
+    writer: asyncio.StreamWriter, session: MasterSession, text: str
+) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        writer.write(session.send(Error(text[:900])))
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    return str(address[0]) if address else "unknown peer"

@@ -1,0 +1,451 @@
+"""The master process: scheduler, worker connections and job folders together.
+
+Everything runs on one asyncio event loop, except the dashboard, which calls
+`submit`, `cancel` and `snapshot` from its own threads. Every touch of the
+scheduler happens under `Master.lock`, and work that the loop must react to
+(a submitted job) is handed over with `call_soon_threadsafe`.
+
+What happens to a result, in this order, so that nothing is lost:
+1. every tile's data is decoded and checked against the tile's shape;
+2. the scheduler decides which tiles are taken (first result wins);
+3. taken tiles are written into the job's memory-mapped raw array;
+4. their ids are journaled at the next commit, after the array is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fraktal.errors import ProtocolError
+from fraktal.master.scheduler import Job, JobStatus, Scheduler, WorkerStatus
+from fraktal.master.store import JobStore
+from fraktal.protocol.codec import decode_tile
+from fraktal.protocol.framing import DEFAULT_MAX_FRAME
+from fraktal.protocol.messages import (
+    Assign,
+    Drop,
+    Heartbeat,
+    Message,
+    Release,
+    Result,
+)
+from fraktal.protocol.session import MasterSession
+from fraktal.render.palette import DEFAULT_PALETTE
+from fraktal.render.png import write_png
+from fraktal.render.spec import RenderSpec
+
+logger = logging.getLogger(__name__)
+
+COMMIT_SECONDS = 1.0
+COMMIT_TILES = 2048
+TICK_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """Settings of a master; the CLI fills them from its options."""
+
+    host: str = "127.0.0.1"
+    port: int = 65433
+    token: str | None = None
+    jobs_dir: Path = Path("fraktal-jobs")
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    target_seconds: float = 2.0
+    heartbeat_seconds: float = 2.0
+    handshake_seconds: float = 10.0
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_connections: int = 1024
+    progress_seconds: float = 5.0
+    exit_when_done: bool = False
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a job's picture is written when its last tile arrives."""
+
+    png: Path | None
+    palette: str = DEFAULT_PALETTE
+    equalize: bool = False
+    raw_copy: Path | None = None
+
+
+@dataclass
+class Connection:
+    """A worker's live connection, as the dispatcher sees it."""
+
+    worker_id: str
+    session: MasterSession
+    writer: asyncio.StreamWriter
+    held_jobs: set[str] = field(default_factory=set)
+    leaving: bool = False
+
+    def send(self, message: Message) -> None:
+        self.writer.write(self.session.send(message))
+
+
+class Master:
+    """Serves workers, keeps job folders, writes pictures; see module doc."""
+
+    def __init__(self, config: MasterConfig, clock=time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.scheduler = Scheduler(
+            lease_seconds=config.lease_seconds,
+            max_attempts=config.max_attempts,
+            target_seconds=config.target_seconds,
+            unresponsive_after=3 * config.heartbeat_seconds,
+        )
+        self.stores: dict[str, JobStore] = {}
+        self.outputs: dict[str, Output] = {}
+        self.written: dict[str, Path] = {}
+        self.connections: dict[str, Connection] = {}
+        self.port: int | None = None
+        self.finished = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._open_sockets = 0
+        self._pending_pictures: set[asyncio.Future[None]] = set()
+        self._last_progress = 0.0
+        self._last_commit = 0.0
+
+    # -- jobs, callable from any thread ----------------------------------
+
+    def submit(self, spec: RenderSpec, output: Output | None = None) -> Job:
+        """Queue a render; resumes from its job folder if one exists."""
+        folder = self.config.jobs_dir / spec.key()
+        with self.lock:
+            existing = self.scheduler.jobs.get(spec.key())
+            if existing and existing.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return existing
+            store = self.stores.get(spec.key()) or JobStore.open(folder, spec)
+            self.stores[spec.key()] = store
+            self.outputs[spec.key()] = output or Output(png=folder / "image.png")
+            job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
+        if store.journal_done:
+            logger.info(
+                "job %s: resuming from %s, %d of %d tiles already done",
+                job.id,
+                folder,
+                job.resumed,
+                job.grid.count,
+            )
+        else:
+            logger.info(
+                "job %s: %dx%d, centre %r%+ri, span %g, max-iter %d, "
+                "%d tiles, folder %s",
+                job.id,
+                spec.view.width,
+                spec.view.height,
+                spec.view.center_re,
+                spec.view.center_im,
+                spec.view.span,
+                spec.max_iter,
+                job.grid.count,
+                folder,
+            )
+        self._wake()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job."""
+        with self.lock:
+            job = self.scheduler.cancel_job(job_id, self.clock())
+        self._wake()
+        return job
+
+    def _wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.dispatch)
+
+    # -- running ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for workers; `port` holds the bound port afterwards."""
+        from fraktal.master.server import handle_connection
+
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(
+            lambda r, w: handle_connection(self, r, w),
+            self.config.host,
+            self.config.port,
+            limit=2**16,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick())
+        self.dispatch()
+
+    async def stop(self) -> None:
+        self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections.values()):
+            connection.writer.close()
+        if self._pending_pictures:
+            await asyncio.gather(*self._pending_pictures, return_exceptions=True)
+        with self.lock:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = self.clock()
+            with self.lock:
+                expired = self.scheduler.expire(now)
+            for chunk in expired:
+                logger.warning(
+                    "worker %s: chunk %d (%d tiles) requeued after "
+                    "%.1f s without a result",
+                    chunk.worker_id,
+                    chunk.id,
+                    len(chunk.tiles),
+                    now - chunk.leased_at,
+                )
+            if now - self._last_commit >= COMMIT_SECONDS:
+                self._commit_all()
+            if now - self._last_progress >= self.config.progress_seconds:
+                self._log_progress(now)
+            self.dispatch()
+
+    def _commit_all(self) -> None:
+        self._last_commit = self.clock()
+        with self.lock:
+            for store in self.stores.values():
+                store.commit()
+
+    def dispatch(self) -> None:
+        """Hand out work, tell workers about ended jobs, finish jobs."""
+        assignments = []
+        with self.lock:
+            ended = list(self.scheduler.finished_jobs)
+            self.scheduler.finished_jobs.clear()
+            for connection in self.connections.values():
+                while chunk := self.scheduler.next_chunk(
+                    connection.worker_id, self.clock()
+                ):
+                    assignments.append((connection, chunk))
+        for job in ended:
+            self._job_ended(job)
+        for connection, chunk in assignments:
+            job = self.scheduler.jobs[chunk.job_id]
+            connection.held_jobs.add(job.id)
+            connection.send(
+                Assign(
+                    chunk.id, job.id, job.spec, chunk.tiles, self.config.lease_seconds
+                )
+            )
+        self._check_finished()
+
+    def _job_ended(self, job: Job) -> None:
+        for connection in self.connections.values():
+            if job.id in connection.held_jobs:
+                connection.held_jobs.discard(job.id)
+                if job.status is not JobStatus.DONE:
+                    connection.send(Drop(job.id))
+        store = self.stores[job.id]
+        store.commit()
+        if job.status is JobStatus.DONE:
+            elapsed = (job.finished or 0) - (job.started or 0)
+            logger.info(
+                "job %s: all %d tiles done in %.1f s", job.id, job.grid.count, elapsed
+            )
+            self._write_picture(job)
+        elif job.status is JobStatus.FAILED:
+            logger.error("job %s failed: %s", job.id, job.error)
+        else:
+            logger.info("job %s %s", job.id, job.status.value)
+
+    def _write_picture(self, job: Job) -> None:
+        output, store = self.outputs[job.id], self.stores[job.id]
+        future = asyncio.get_running_loop().run_in_executor(
+            None, write_outputs, store, output
+        )
+        self._pending_pictures.add(future)
+
+        def written(done: asyncio.Future[None]) -> None:
+            self._pending_pictures.discard(done)
+            if done.exception() is not None:
+                logger.error(
+                    "job %s: writing the picture failed: %s", job.id, done.exception()
+                )
+            else:
+                self.written[job.id] = output.png
+                logger.info("job %s: wrote %s", job.id, output.png)
+            self._check_finished()
+
+        future.add_done_callback(written)
+
+    def _check_finished(self) -> None:
+        if not self.config.exit_when_done or self._pending_pictures:
+            return
+        with self.lock:
+            idle = self.scheduler.active is None and not self.scheduler.queue
+        if idle and self.scheduler.jobs:
+            self.finished.set()
+
+    def _log_progress(self, now: float) -> None:
+        self._last_progress = now
+        with self.lock:
+            job = self.scheduler.active
+            if job is None:
+                return
+            workers = sum(w.connected for w in self.scheduler.workers.values())
+            done, total = job.done, job.grid.count
+            elapsed = now - (job.started or now)
+        rate = (done - job.resumed) / elapsed if elapsed > 0 else 0.0
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        logger.info(
+            "job %s: %.1f%% (%d/%d tiles), %d workers, ETA %s",
+            job.id,
+            100 * done / total,
+            done,
+            total,
+            workers,
+            eta,
+        )
+
+    # -- called by the connection handler --------------------------------
+
+    def accept_connection(self) -> bool:
+        if self._open_sockets >= self.config.max_connections:
+            return False
+        self._open_sockets += 1
+        return True
+
+    def connection_closed(self) -> None:
+        self._open_sockets -= 1
+
+    def join(
+        self,
+        session: MasterSession,
+        writer: asyncio.StreamWriter,
+        name: str,
+        host: str,
+        processes: int,
+    ) -> Connection:
+        with self.lock:
+            worker = self.scheduler.register(name, host, processes, self.clock())
+        connection = Connection(worker.id, session, writer)
+        self.connections[worker.id] = connection
+        logger.info(
+            "worker %s: joined (%s on %s, %d processes)",
+            worker.id,
+            name,
+            host,
+            processes,
+        )
+        return connection
+
+    def leave(self, connection: Connection, status: WorkerStatus, reason: str) -> None:
+        self.connections.pop(connection.worker_id, None)
+        with self.lock:
+            requeued = self.scheduler.disconnect(
+                connection.worker_id, self.clock(), status, reason
+            )
+        log = logger.info if status is WorkerStatus.LEFT else logger.warning
+        log(
+            "worker %s: %s (%s); %d tiles requeued",
+            connection.worker_id,
+            status.value,
+            reason,
+            len(requeued),
+        )
+        self.dispatch()
+
+    def handle(self, connection: Connection, message: Message) -> None:
+        """Act on one checked message from a worker."""
+        now = self.clock()
+        if isinstance(message, Result):
+            self._take_result(connection, message)
+        elif isinstance(message, Heartbeat):
+            with self.lock:
+                self.scheduler.heartbeat(connection.worker_id, now)
+        elif isinstance(message, Release):
+            connection.leaving = connection.leaving or message.leaving
+            with self.lock:
+                self.scheduler.release(connection.worker_id, message.chunks, now)
+        self.dispatch()
+
+    def _take_result(self, connection: Connection, result: Result) -> None:
+        with self.lock:
+            chunk = self.scheduler.lookup_chunk(connection.worker_id, result.chunk)
+            job = self.scheduler.jobs[chunk.job_id]
+        values = {}
+        for tile in result.done:
+            if tile.tile not in chunk.tiles:
+                raise ProtocolError(
+                    f"result for chunk {chunk.id} has tile "
+                    f"{tile.tile}, which is not in that chunk"
+                )
+            rect = job.grid.rect(tile.tile)
+            values[tile.tile] = decode_tile(
+                tile.data, rect.height, rect.width, job.spec.max_iter
+            )
+
+        with self.lock:
+            completion = self.scheduler.complete(
+                connection.worker_id,
+                result.chunk,
+                list(values),
+                [(f.tile, f.reason) for f in result.failed],
+                compute_seconds=result.compute_seconds,
+                iterations=result.iterations,
+                now=self.clock(),
+            )
+            store = self.stores[completion.job_id]
+            for tile in completion.accepted:
+                store.write_tile(job.grid.rect(tile), values[tile])
+            store.mark_done(list(completion.accepted))
+            if store.uncommitted >= COMMIT_TILES:
+                store.commit()
+        for failure in result.failed:
+            logger.warning(
+                "worker %s: tile %d failed: %s",
+                connection.worker_id,
+                failure.tile,
+                failure.reason,
+            )
+
+
+def write_outputs(store: JobStore, output: Output) -> None:
+    """Write the PNG (and the raw copy) of a finished job."""
+    spec = store.spec
+    metadata = {
+        "Software": "fraktal",
+        "fraktal:center": f"{spec.view.center_re!r},{spec.view.center_im!r}",
+        "fraktal:span": repr(spec.view.span),
+        "fraktal:size": f"{spec.view.width}x{spec.view.height}",
+        "fraktal:max-iter": str(spec.max_iter),
+        "fraktal:palette": output.palette + (" equalized" if output.equalize else ""),
+    }
+    if output.png is not None:
+        write_png(
+            output.png,
+            store.raw,
+            output.palette,
+            equalize=output.equalize,
+            metadata=metadata,
+        )
+    if output.raw_copy is not None:
+        copy = np.lib.format.open_memmap(
+            output.raw_copy, mode="w+", dtype=np.float32, shape=store.raw.shape
+        )
+        for start in range(0, store.raw.shape[0], 1024):
+            copy[start : start + 1024] = store.raw[start : start + 1024]
+        copy.flush()
+        del copy
+
+
+def wall_clock_offset() -> float:
+    """Add to a monotonic time to get a Unix time (for display only)."""
+    return time.time() - time.monotonic()
