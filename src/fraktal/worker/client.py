@@ -1,0 +1,259 @@
+"""The worker's connection to the master: join, compute, report, reconnect.
+
+A worker keeps one TCP connection to the master. It computes every chunk it
+is assigned on its `TilePool` and answers with one `Result` per chunk; the
+pool's slots are taken in arrival order, so the chunk in hand starts the moment
+the current one runs out of tiles. Heartbeats tell the master it is alive while
+it computes.
+
+When the master is not there yet, or goes away, the worker waits and tries
+again, doubling the pause up to a cap (with some jitter, so that a cluster of
+workers does not reconnect in lock step). Work in progress for a lost master is
+dropped: its leases ended with the connection. On SIGTERM or Ctrl-C the worker
+hands its chunks back with a `Release` and says goodbye, so they are requeued
+at once instead of waiting for the lease to run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+
+from fraktal.errors import AuthenticationError, ProtocolError
+from fraktal.protocol.framing import DEFAULT_MAX_FRAME
+from fraktal.protocol.messages import (
+    Assign,
+    Drop,
+    Error,
+    Heartbeat,
+    Release,
+    Result,
+    TileData,
+    TileFailure,
+    Welcome,
+)
+from fraktal.protocol.session import WorkerSession
+from fraktal.render.tiles import TileGrid
+from fraktal.worker.pool import Computed, Task, TilePool
+from fraktal.worker.task import compute_tile
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of a worker; the CLI fills them from its options."""
+
+    host: str = "127.0.0.1"
+    port: int = 65433
+    token: str | None = None
+    processes: int = 1
+    name: str = f"{socket.gethostname()}-{os.getpid()}"
+    retry_first: float = 0.5
+    retry_cap: float = 30.0
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+class Worker:
+    """One worker process; `run` serves masters until `stop` is called."""
+
+    def __init__(self, config: WorkerConfig, task: Task = compute_tile) -> None:
+        self.config = config
+        self.task = task
+        self.stopping = asyncio.Event()
+        self._pool: TilePool | None = None
+
+    def stop(self) -> None:
+        """Hand chunks back and leave (safe to call from a signal handler)."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect until stopped.
+
+        Raises `AuthenticationError` when the master refuses the token: waiting
+        would not fix that.
+        """
+        self._pool = TilePool(self.config.processes, self.task)
+        pause = self.config.retry_first
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            while not self.stopping.is_set():
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        self.config.host, self.config.port
+                    )
+                except OSError as exc:
+                    logger.info(
+                        "master %s not reachable (%s); retrying in %.1f s",
+                        address,
+                        exc.strerror or exc,
+                        pause,
+                    )
+                else:
+                    joined = await self._serve(reader, writer)
+                    if self.stopping.is_set():
+                        break
+                    logger.warning(
+                        "connection to master %s ended; reconnecting", address
+                    )
+                    pause = self.config.retry_first if joined else pause
+                await self._sleep(pause * random.uniform(0.8, 1.2))
+                pause = min(pause * 2, self.config.retry_cap)
+        finally:
+            self._pool.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """One connection; True if the master welcomed us."""
+        config = self.config
+        session = WorkerSession(
+            config.token,
+            config.name,
+            socket.gethostname(),
+            config.processes,
+            config.max_frame,
+        )
+        link = _Link(self, session, writer)
+        try:
+            await link.serve(reader)
+        except AuthenticationError:
+            raise
+        except ProtocolError as exc:
+            logger.error("master sent something this worker cannot accept: %s", exc)
+            link.send_error(str(exc))
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            logger.info("connection to master lost: %s", exc)
+        finally:
+            await link.close()
+        return link.welcomed
+
+
+class _Link:
+    """The state of one connection: chunks in hand and their tasks."""
+
+    def __init__(
+        self, worker: Worker, session: WorkerSession, writer: asyncio.StreamWriter
+    ) -> None:
+        self.worker = worker
+        self.pool = worker._pool
+        self.session = session
+        self.writer = writer
+        self.welcomed = False
+        self.chunks: dict[int, tuple[str, asyncio.Task[None]]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        stop = asyncio.ensure_future(self.worker.stopping.wait())
+        try:
+            while True:
+                read = asyncio.ensure_future(reader.read(READ_BYTES))
+                await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    read.cancel()
+                    await self._leave()
+                    return
+                data = read.result()
+                if not data:
+                    return
+                self._receive(data)
+                await self.writer.drain()
+        finally:
+            stop.cancel()
+
+    def _receive(self, data: bytes) -> None:
+        for message in self.session.receive(data):
+            if isinstance(message, Welcome):
+                self._welcome(message)
+            elif isinstance(message, Assign):
+                task = asyncio.create_task(self._compute(message))
+                self.chunks[message.chunk] = (message.job, task)
+            elif isinstance(message, Drop):
+                self._drop(message.job)
+            elif isinstance(message, Error):
+                self._master_error(message.message)
+        self.writer.write(self.session.data_to_send())
+
+    def _welcome(self, welcome: Welcome) -> None:
+        self.welcomed = True
+        logger.info(
+            "joined master as %s with %d processes",
+            welcome.worker_id,
+            self.pool.processes,
+        )
+        self._heartbeat = asyncio.create_task(self._beat(welcome.heartbeat_interval))
+
+    def _master_error(self, text: str) -> None:
+        if not self.welcomed:
+            raise AuthenticationError(f"the master refused this worker: {text}")
+        logger.error("the master closed the connection: %s", text)
+
+    def _drop(self, job: str) -> None:
+        for chunk, (chunk_job, task) in list(self.chunks.items()):
+            if chunk_job == job:
+                task.cancel()
+                del self.chunks[chunk]
+        logger.info("job %s ended; its chunks in hand were dropped", job)
+
+    async def _compute(self, assign: Assign) -> None:
+        spec = assign.spec.to_dict()
+        grid = TileGrid(
+            assign.spec.view.width, assign.spec.view.height, assign.spec.tile_size
+        )
+        rects = [grid.rect(tile) for tile in assign.tiles]
+        outcomes = await asyncio.gather(
+            *(self.pool.run(spec, (r.x, r.y, r.width, r.height)) for r in rects)
+        )
+
+        done, failed, seconds, iterations = [], [], 0.0, 0
+        for tile, outcome in zip(assign.tiles, outcomes, strict=False):
+            if isinstance(outcome, Computed):
+                done.append(TileData(tile, outcome.data))
+                seconds += outcome.seconds
+                iterations += outcome.iterations
+            else:
+                failed.append(TileFailure(tile, outcome.reason))
+        self.chunks.pop(assign.chunk, None)
+        self.writer.write(
+            self.session.send(
+                Result(assign.chunk, tuple(done), tuple(failed), seconds, iterations)
+            )
+        )
+        await self.writer.drain()
+
+    async def _beat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.writer.write(self.session.send(Heartbeat(self.pool.busy)))
+
+    async def _leave(self) -> None:
+        chunks = tuple(self.chunks)
+        logger.info("leaving: handing back %d chunks", len(chunks))
+        self.writer.write(self.session.send(Release(chunks, leaving=True)))
+        await self.writer.drain()
+
+    def send_error(self, text: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.writer.write(self.session.send(Error(text[:900])))
+
+    async def close(self) -> None:
+        tasks = [task for _, task in self.chunks.values()]
+        if self._heartbeat is not None:
+            tasks.append(self._heartbeat)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()

@@ -1,0 +1,119 @@
+"""A process pool for tiles that survives the death of any of its processes.
+
+`concurrent.futures.ProcessPoolExecutor` breaks as a whole when one of its
+processes dies: every tile in flight fails with `BrokenProcessPool`, and it
+cannot tell which tile was running in the process that died. So each of those
+tiles becomes a suspect and is computed again alone, in a fresh one-process
+pool. A suspect whose lone process dies as well is reported as failed, and the
+master counts that against the tile; the innocent ones come back as if nothing
+had happened. The broken pool is replaced for the tiles that follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from fraktal.worker.task import compute_tile, start_process
+
+logger = logging.getLogger(__name__)
+
+Task = Callable[
+    [dict[str, object], tuple[int, int, int, int]], tuple[bytes, int, float]
+]
+
+
+@dataclass(frozen=True)
+class Computed:
+    data: bytes
+    iterations: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+class TilePool:
+    """Runs at most ``processes`` tiles at once; see the module docstring."""
+
+    def __init__(self, processes: int, task: Task = compute_tile) -> None:
+        self.processes = processes
+        self.task = task
+        self.busy = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._slots = asyncio.Semaphore(processes)
+        self._executor = self._new_executor(processes)
+
+    def _new_executor(self, processes: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            processes,
+            mp_context=self._context,
+            initializer=start_process,
+            initargs=(os.getpid(),),
+        )
+
+    async def run(
+        self, spec: dict[str, object], rect: tuple[int, int, int, int]
+    ) -> Computed | Failed:
+        """Compute one tile; never raises for a fault of the tile's process."""
+        async with self._slots:
+            executor = self._executor
+            self.busy += 1
+            try:
+                return await self._attempt(executor, spec, rect)
+            except BrokenProcessPool:
+                self._replace(executor)
+            finally:
+                self.busy -= 1
+        return await self._run_alone(spec, rect)
+
+    async def _attempt(
+        self,
+        executor: ProcessPoolExecutor,
+        spec: dict[str, object],
+        rect: tuple[int, int, int, int],
+    ) -> Computed | Failed:
+        loop = asyncio.get_running_loop()
+        try:
+            return Computed(
+                *await loop.run_in_executor(executor, self.task, spec, rect)
+            )
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:  # the task's own error travels back as text
+            logger.warning("tile at %s failed: %r", rect[:2], exc)
+            return Failed(f"{exc.__class__.__name__}: {exc}"[:900])
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if broken is self._executor:
+            logger.warning(
+                "a pool process died; starting a new pool and "
+                "recomputing its tiles one by one"
+            )
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor(self.processes)
+
+    async def _run_alone(
+        self, spec: dict[str, object], rect: tuple[int, int, int, int]
+    ) -> Computed | Failed:
+        solo = self._new_executor(1)
+        try:
+            return await self._attempt(solo, spec, rect)
+        except BrokenProcessPool:
+            logger.warning(
+                "tile at %s killed its process again; reporting it failed", rect[:2]
+            )
+            return Failed("the tile's process died (crashed or was killed)")
+        finally:
+            solo.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

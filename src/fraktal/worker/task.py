@@ -1,0 +1,47 @@
+"""What runs inside a worker's pool processes.
+
+`start_process` prepares a fresh pool process: it leaves Ctrl-C to the worker's
+main process, watches that the main process is still alive (a pool process
+whose parent was killed exits within a second instead of lingering as an
+orphan), and loads the kernel so the first tile is not slowed by compiling.
+`compute_tile` computes one tile and encodes it for the wire, so compression
+runs in parallel on every core.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from fraktal.protocol.codec import encode_tile
+from fraktal.render.compute import compute_rect, warm_up
+from fraktal.render.spec import RenderSpec
+from fraktal.render.tiles import Rect
+
+PARENT_POLL_SECONDS = 0.5
+
+
+def start_process(parent_pid: int) -> None:
+    """Pool initializer; see the module docstring."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch"
+    ).start()
+    warm_up()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def compute_tile(
+    spec: dict[str, object], rect: tuple[int, int, int, int]
+) -> tuple[bytes, int, float]:
+    """Encoded values, iteration count and seconds spent for one tile."""
+    started = time.perf_counter()
+    values, iterations = compute_rect(RenderSpec.from_dict(spec), Rect(*rect))
+    return encode_tile(values), iterations, time.perf_counter() - started
