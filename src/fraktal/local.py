@@ -1,0 +1,131 @@
+"""`fraktal render`: a master and local worker processes in one command.
+
+The master runs in this process on an ephemeral loopback port with a fresh
+random token; the workers are separate processes started with this Python, so
+the render goes through exactly the same TCP path as a cluster does. A
+progress bar follows the job; when it ends, the workers are told to leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fraktal.errors import FraktalError
+from fraktal.master.scheduler import JobStatus
+from fraktal.master.service import Master, MasterConfig, Output
+from fraktal.render.spec import RenderSpec
+
+logger = logging.getLogger(__name__)
+
+WORKER_STOP_SECONDS = 5.0
+
+
+class RenderFailed(FraktalError):
+    """The render's job failed; the message says which tile and why."""
+
+
+def render_locally(
+    spec: RenderSpec,
+    output: Output,
+    *,
+    workers: int,
+    jobs_dir: Path,
+    progress: bool = True,
+    lease_seconds: float = 30.0,
+) -> float:
+    """Render with ``workers`` local worker processes; returns seconds taken."""
+    config = MasterConfig(
+        host="127.0.0.1",
+        port=0,
+        token=secrets.token_hex(16),
+        jobs_dir=jobs_dir,
+        exit_when_done=True,
+        lease_seconds=lease_seconds,
+        progress_seconds=1e9,
+    )
+    return asyncio.run(_render(Master(config), spec, output, workers, progress))
+
+
+async def _render(
+    master: Master, spec: RenderSpec, output: Output, workers: int, progress: bool
+) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    job = master.submit(spec, output)
+    await master.start()
+    processes = [_start_worker(master, i) for i in range(workers)]
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, master.finished.set)
+    bar = tqdm(
+        total=job.grid.count,
+        initial=job.done,
+        unit="tile",
+        disable=not progress,
+        dynamic_ncols=True,
+        desc="rendering",
+    )
+    try:
+        while not master.finished.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(master.finished.wait(), 0.2)
+            bar.update(job.done - bar.n)
+            if any(p.poll() is not None for p in processes) and not _alive(processes):
+                raise RenderFailed(
+                    "every local worker process exited; see the messages above"
+                )
+    finally:
+        bar.close()
+        await asyncio.to_thread(_stop_workers, processes)
+        await master.stop()
+    if job.status is not JobStatus.DONE:
+        raise RenderFailed(f"the render {job.status.value}: {job.error or 'stopped'}")
+    return loop.time() - started
+
+
+def _start_worker(master: Master, index: int) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "FRAKTAL_TOKEN": master.config.token or ""}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraktal",
+            "--log-level",
+            "warning",
+            "worker",
+            "--master",
+            f"127.0.0.1:{master.port}",
+            "--processes",
+            "1",
+            "--name",
+            f"local-{index + 1}",
+            "--stop-with-parent",
+        ],
+        env=environment,
+    )
+
+
+def _alive(processes: list[subprocess.Popen[bytes]]) -> bool:
+    return any(p.poll() is None for p in processes)
+
+
+def _stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop; killing it", process.pid)
+            process.kill()
+            process.wait()

@@ -1,0 +1,131 @@
+"""Shared fixtures: a master running in a background thread, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fraktal.master.service import Master, MasterConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RunningMaster:
+    """A `Master` serving on loopback from its own thread and event loop."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.master = Master(config)
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._started.wait(10), "master did not start"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def serve() -> None:
+            await self.master.start()
+            self._started.set()
+            await self.master.finished.wait()
+            await self.master.stop()
+
+        try:
+            self.loop.run_until_complete(serve())
+        finally:
+            self.loop.close()
+
+    @property
+    def port(self) -> int:
+        assert self.master.port is not None
+        return self.master.port
+
+    def call(self, function: Callable[[], object]) -> object:
+        """Run ``function`` under the master's lock and return its result."""
+        with self.master.lock:
+            return function()
+
+    def wait_for(
+        self,
+        condition: Callable[[], bool],
+        timeout: float = 60.0,
+        what: str = "condition",
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.call(condition):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.master.finished.set)
+        self._thread.join(15)
+
+
+@pytest.fixture
+def start_master(tmp_path: Path) -> Iterator[Callable[..., RunningMaster]]:
+    masters: list[RunningMaster] = []
+
+    def start(**options: object) -> RunningMaster:
+        options.setdefault("jobs_dir", tmp_path / "jobs")
+        config = MasterConfig(host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+        masters.append(RunningMaster(config))
+        return masters[-1]
+
+    yield start
+    for master in masters:
+        master.close()
+
+
+def spawn_worker(
+    port: int,
+    *extra: str,
+    token: str | None = None,
+    processes: int = 1,
+    name: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """A real `fraktal worker` process connected to 127.0.0.1:``port``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FRAKTAL_TOKEN", None)
+    if token is not None:
+        env["FRAKTAL_TOKEN"] = token
+    command = [
+        sys.executable,
+        "-m",
+        "fraktal",
+        "--log-level",
+        "warning",
+        "worker",
+        "--master",
+        f"127.0.0.1:{port}",
+        "--processes",
+        str(processes),
+        *(["--name", name] if name else []),
+        *extra,
+    ]
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int, *extra: str, **options: object) -> subprocess.Popen[bytes]:
+        started.append(spawn_worker(port, *extra, **options))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

@@ -1,0 +1,62 @@
+"""A master and real worker processes over loopback TCP, with a worker killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from fraktal.master.scheduler import JobStatus, WorkerStatus
+from fraktal.master.service import Output
+from fraktal.render.compute import render
+from fraktal.render.spec import make_spec
+
+pytestmark = pytest.mark.slow
+
+# Boundary-heavy, so the job lasts long enough to kill a worker in the middle.
+SPEC = make_spec(
+    width=480,
+    height=320,
+    center_re=-0.7436,
+    center_im=0.1318,
+    span=0.02,
+    max_iter=3000,
+    tile_size=32,
+)
+
+
+def test_worker_killed_mid_job_costs_nothing(start_master, workers, tmp_path):
+    running = start_master(lease_seconds=30.0, target_seconds=0.3)
+    output = Output(png=tmp_path / "out.png", raw_copy=tmp_path / "raw.npy")
+    job = running.master.submit(SPEC, output)
+    victim = workers(running.port, processes=1, name="victim")
+    workers(running.port, processes=1, name="survivor")
+
+    running.wait_for(
+        lambda: (
+            job.done >= job.grid.count // 5
+            and any(
+                w.name == "victim" and w.chunks
+                for w in running.master.scheduler.workers.values()
+            )
+        ),
+        what="the victim to hold a chunk with the job 20% done",
+    )
+    os.killpg(victim.pid, signal.SIGKILL)
+
+    running.wait_for(
+        lambda: job.status is JobStatus.DONE, timeout=120, what="the job to finish"
+    )
+    running.wait_for(lambda: job.id in running.master.written, what="the picture")
+
+    lost = [w for w in running.master.scheduler.workers.values() if w.name == "victim"]
+    assert (
+        running.call(lambda: running.master.scheduler.worker_status(lost[0], 0.0))
+        is WorkerStatus.LOST
+    )
+    assert job.requeued > 0
+    raw = np.load(tmp_path / "raw.npy")
+    assert np.array_equal(raw, render(SPEC))
+    assert (tmp_path / "out.png").stat().st_size > 0
