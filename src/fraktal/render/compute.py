@@ -20,10 +20,6 @@ def compute_rect(
     The array is float32, C-contiguous, of shape (rect.height, rect.width);
     interior pixels hold -1.0.
     """
-    # TODO: let a whole chunk of tiles share one kernel call, so the kernel's
-    # lanes drain once per chunk rather than once per tile (64x64 tiles lose
-    # about 12 % in seahorse valley, see benchmarks/kernel_speed.py). Resolves
-    # when the worker hands its chunks to the render layer as lists of rects.
     re = spec.view.columns(rect.x, rect.width)
     im = spec.view.rows(rect.y, rect.height)
     out = np.empty((rect.height, rect.width), dtype=np.float32)
