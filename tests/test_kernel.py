@@ -8,7 +8,6 @@ import numba
 import numpy as np
 import pytest
 
-from fraktal.errors import UsageError
 from fraktal.render.compute import compute_rect, render
 from fraktal.render.kernel import BAILOUT, escape_time
 from fraktal.render.spec import make_spec
@@ -212,5 +211,5 @@ def test_compute_rect_returns_a_c_contiguous_float32_block_of_the_rect():
 
 
 def test_render_refuses_fewer_than_one_row_per_call():
-    with pytest.raises(UsageError, match="rows per call must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="rows_per_call must be at least 1, got 0"):
         render(WHOLE_SET, rows_per_call=0)
