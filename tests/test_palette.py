@@ -123,6 +123,15 @@ def test_equalizer_maps_counts_to_their_rank():
     assert np.all(position[~escaped] == 0)
 
 
+def test_counts_above_the_whole_histogram_map_just_below_one():
+    equalizer = Equalizer.from_raw(ramp(1.0, 100.0, 50))
+
+    position = equalizer(np.array([[1e6, 3e38]], dtype=np.float32))
+
+    assert position.dtype == np.float32
+    assert np.all(position < 1) and np.all(position > 0.99)
+
+
 def test_equalizer_built_in_strips_equals_one_built_at_once():
     values = np.random.default_rng(3).gamma(2.0, 40.0, (64, 50)).astype(np.float32)
     at_once = Equalizer()

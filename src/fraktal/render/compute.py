@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraktal.errors import UsageError
 from fraktal.render.kernel import escape_time
 from fraktal.render.spec import RenderSpec, make_spec
 from fraktal.render.tiles import Rect
@@ -33,7 +32,7 @@ def render(
 ) -> np.ndarray:
     """The whole image in one process: the reference every render must equal."""
     if rows_per_call < 1:
-        raise UsageError(f"rows per call must be at least 1, got {rows_per_call!r}")
+        raise ValueError(f"rows_per_call must be at least 1, got {rows_per_call!r}")
     view = spec.view
     image = np.empty((view.height, view.width), dtype=np.float32)
     for y in range(0, view.height, rows_per_call):

@@ -15,7 +15,7 @@ therefore ``sqrt(mu) / CYCLE_LENGTH``: the square root stretches the low
 counts of the whole set over most of one cycle and still gives a deep zoom
 several cycles across its range, each one covering more iterations than the
 last, so fine filaments stay readable instead of turning into noise. Cyclic
-palettes wrap around; the others run forwards then backwards, so there is
+palettes wrap around; the others bounce between their two ends, so there is
 never a jump.
 
 With histogram equalisation (`Equalizer`) the position is instead the
@@ -111,8 +111,8 @@ class Equalizer:
     Feed it the image strip by strip with `add`; calling it then maps counts
     to their position in [0, 1) by the cumulative distribution, linear inside
     each bin so that the mapping stays continuous. Bins are uniform in
-    log2(1 + mu), which keeps a relative resolution of 0.03 % from mu = 1 to
-    the largest count a float32 image can hold.
+    log2(1 + mu), a relative resolution of 0.03 % from mu = 1 up to 2**32,
+    beyond any max-iter fraktal accepts; larger counts share the last bin.
     """
 
     BINS = 1 << 16
@@ -148,7 +148,8 @@ class Equalizer:
         bins = np.minimum(scaled.astype(np.int64), self.BINS - 1)
         inside = np.clip(scaled - bins, 0.0, 1.0)
         fraction = (below[bins] + inside * self._counts[bins]) / total
-        return np.minimum(fraction, np.nextafter(1.0, 0.0)).astype(np.float32)
+        below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
+        return np.minimum(fraction.astype(np.float32), below_one)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
         return np.log2(1.0 + values.astype(np.float64)) * (self.BINS / self.TOP)
