@@ -179,7 +179,8 @@ WORKER_MESSAGES: dict[str, type[Message]] = {
 def encode(message: Message) -> bytes:
     """The frame body for ``message``."""
     body = {"v": PROTOCOL_VERSION, "type": message.TYPE, **message.to_wire()}
-    return msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
 
 
 def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
@@ -204,7 +205,8 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
         raise ProtocolError(
             f"{kind} message has fields {sorted(fields_)}, expected {sorted(expected)}"
         )
-    return _PARSERS[cls](fields_)
+    message: Message = _PARSERS[cls](fields_)
+    return message
 
 
 def _unpack(body: bytes) -> dict[str, Any]:

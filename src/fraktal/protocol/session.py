@@ -66,7 +66,7 @@ class _Session:
         if self.state is State.CLOSED:
             raise ProtocolError("data arrived after the connection was closed")
         self._reader.feed(data)
-        messages = []
+        messages: list[Message] = []
         for body in self._reader.frames():
             message = decode(body, self._accepts)
             if isinstance(message, Error):
