@@ -93,6 +93,7 @@ def test_a_lost_worker_stays_listed_after_live_ones_with_when_and_why():
     assert gone["reason"] == "connection reset"
     assert gone["chunks"] == []
     assert data["workers_connected"] == 1
+    assert data["workers_by_status"] == {"lost": 1, "unresponsive": 1}
     assert data["job"]["tiles"]["requeued"] == 4
 
 

@@ -101,6 +101,8 @@ class Master:
     def __init__(self, config: MasterConfig, clock=time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        # Measured once, so that a moment always shows as the same wall time.
+        self.wall_offset = time.time() - clock()
         self.lock = threading.Lock()
         self.scheduler = Scheduler(
             lease_seconds=config.lease_seconds,
@@ -193,11 +195,10 @@ class Master:
     def snapshot(self, events_after: int = 0) -> dict[str, Any]:
         """The whole cluster as plain data; see `fraktal.master.snapshot`."""
         with self.lock:
-            now = self.clock()
             return snapshot.build(
                 self.scheduler,
-                now,
-                time.time() - now,
+                self.clock(),
+                self.wall_offset,
                 self.outputs,
                 self.written,
                 events_after,
@@ -207,10 +208,9 @@ class Master:
         """One job as plain data; raises `UnknownJobError`."""
         with self.lock:
             job = self._known_job(job_id)
-            now = self.clock()
             picture = self.written.get(job_id) is not None
             return snapshot.job_info(
-                job, now, time.time() - now, self.outputs[job_id], picture
+                job, self.clock(), self.wall_offset, self.outputs[job_id], picture
             )
 
     def preview(self, job_id: str, max_side: int) -> np.ndarray:

@@ -13,6 +13,7 @@ that all the moments in one snapshot agree with each other. Durations
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -56,6 +57,10 @@ def build(
         return job_info(job, now, wall_offset, outputs[job.id], picture)
 
     workers = worker_infos(scheduler, now, wall_offset)
+    by_status = Counter(
+        scheduler.worker_status(worker, now).value
+        for worker in scheduler.workers.values()
+    )
     return {
         "time": now + wall_offset,
         "job": describe(active) if active is not None else None,
@@ -67,6 +72,7 @@ def build(
         "jobs": [describe(job) for job in jobs],
         "workers": workers,
         "workers_connected": sum(w["connected"] for w in workers),
+        "workers_by_status": dict(sorted(by_status.items())),
         "events": [
             event_info(event, wall_offset)
             for event in scheduler.events
