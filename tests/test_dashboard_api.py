@@ -317,6 +317,7 @@ def test_pages_carry_security_headers(client):
     assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["Referrer-Policy"] == "same-origin"
     assert client.get("/api/status").headers["Cache-Control"] == "no-store"
 
 

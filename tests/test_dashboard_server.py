@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,10 +13,15 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fraktal.dashboard.server import Dashboard, default_host, is_loopback
 from fraktal.errors import UsageError
+from fraktal.render.compute import render
+from fraktal.render.palette import colourize
+from fraktal.render.spec import make_spec
 
 
 def fetch(url, timeout=10.0):
@@ -112,7 +118,7 @@ def test_fraktal_master_serves_the_dashboard_on_its_port(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{dashboard_port}"
-        status = _poll_json(f"{url}/api/status", master)
+        status = _poll_json(f"{url}/api/status", process=master)
         master.send_signal(signal.SIGTERM)
         _, log = master.communicate(timeout=30)
     finally:
@@ -126,12 +132,70 @@ def test_fraktal_master_serves_the_dashboard_on_its_port(tmp_path):
     assert master.returncode == 0
 
 
-def _poll_json(url, process, timeout=60.0):
+def _poll_json(url, process=None, until=lambda answer: True, timeout=120.0):
+    """The first JSON answer from ``url`` that satisfies ``until``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
+        assert process is None or process.poll() is None, process.stderr.read()
         try:
-            return json.loads(fetch(url, timeout=5.0)[1])
+            answer = json.loads(fetch(url, timeout=5.0)[1])
         except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
+            answer = None
+        if answer is not None and until(answer):
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"{url} gave no fitting answer within {timeout} s")
+
+
+@pytest.mark.slow
+def test_real_workers_fill_the_preview_and_the_picture_downloads(start_master, workers):
+    running = start_master(target_seconds=0.3)
+    dashboard = Dashboard(running.master, "127.0.0.1", 0).start()
+    spec = make_spec(width=200, height=120, span=3.0, max_iter=300, tile_size=32)
+    try:
+        job = post_json(
+            f"{dashboard.url}/api/submit",
+            {
+                "size": "200x120",
+                "span": "3",
+                "max_iter": 300,
+                "tile_size": 32,
+                "palette": "fire",
+            },
+        )["job"]
+        for name in ("one", "two"):
+            workers(running.port, name=name)
+        info = _poll_json(
+            f"{dashboard.url}/api/jobs/{job['id']}",
+            until=lambda answer: answer["job"]["picture"],
+        )["job"]
+        preview = fetch(f"{dashboard.url}/api/jobs/{job['id']}/preview.png?size=256")
+        image = fetch(f"{dashboard.url}/api/jobs/{job['id']}/image.png")
+        listed = json.loads(fetch(f"{dashboard.url}/api/workers")[1])["workers"]
+        metrics = fetch(f"{dashboard.url}/metrics")[1].decode()
+    finally:
+        dashboard.close()
+
+    expected = colourize(render(spec), "fire")
+    assert info["status"] == "done" and info["progress"] == 1.0
+    assert np.array_equal(png_pixels(preview[1]), expected)
+    assert np.array_equal(png_pixels(image[1]), expected)
+    assert sorted(w["name"] for w in listed) == ["one", "two"]
+    assert sum(w["tiles_done"] for w in listed) == 28
+    assert "fraktal_tiles_done_total 28\n" in metrics
+    assert f"fraktal_pixels_done_total {200 * 120}\n" in metrics
+
+
+def post_json(url, body):
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10.0) as answer:
+        return json.loads(answer.read())
+
+
+def png_pixels(data):
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

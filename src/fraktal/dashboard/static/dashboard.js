@@ -148,7 +148,7 @@ function renderConnection(ok, error) {
 function renderSummary(status) {
   const queued = status.queue.length;
   $("cluster-summary").textContent =
-    `${status.workers_connected} workers connected · ` +
+    `${status.workers_connected} worker${status.workers_connected === 1 ? "" : "s"} connected · ` +
     `${count(status.totals.tiles_done)} tiles computed · ` +
     `${queued} job${queued === 1 ? "" : "s"} queued`;
 }
@@ -179,36 +179,41 @@ function renderJob(job, running) {
   document.title = running ? `${percent(job.progress)} · fraktal` : "fraktal";
 }
 
-function workerRow(worker) {
-  const status = el("td", {}, [statusBadge(worker.status)]);
-  if (!worker.connected) {
-    const when = worker.ended ? `since ${clock(worker.ended)}` : "";
-    status.append(el("span", { className: "note", text: `${when}: ${worker.reason || ""}` }));
-  }
+function workerRows(worker) {
   const chunks = worker.chunks.map((c) => `#${c.id} (${c.tiles} tiles)`).join(", ");
+  const processes = `${worker.processes} process${worker.processes === 1 ? "" : "es"}`;
   const speed = el("td", { className: "num" }, [
     worker.tiles_per_second == null ? "–" : `${worker.tiles_per_second.toFixed(1)} tiles/s`,
     el("span", { className: "note", text: rate(worker.pixels_per_second, "px/s") }),
   ]);
   const heard = worker.connected ? `${worker.heartbeat_age.toFixed(1)} s` : "–";
-  return el("tr", {
+  const row = el("tr", {
     "data-id": worker.id,
     "data-name": worker.name,
     "data-status": worker.status,
     className: worker.connected ? "" : "ended",
   }, [
-    el("td", {}, [worker.name, el("span", { className: "note", text: worker.host })]),
-    el("td", { className: "num", text: String(worker.processes) }),
-    status,
+    el("td", {}, [
+      worker.name,
+      el("span", { className: "note", text: `${worker.host} · ${processes}` }),
+    ]),
+    el("td", {}, [statusBadge(worker.status)]),
     el("td", { className: "num", text: chunks || "–" }),
     el("td", { className: "num", text: count(worker.tiles_done) }),
     speed,
     el("td", { className: "num", text: heard }),
   ]);
+  if (worker.connected) return [row];
+  // A worker that is gone keeps its row, with when and why on a line of its own.
+  const when = worker.ended ? `${worker.status} at ${clock(worker.ended)}` : worker.status;
+  const why = el("tr", { className: "why", "data-for": worker.id }, [
+    el("td", { colspan: "6", text: `${when}: ${worker.reason || "no reason given"}` }),
+  ]);
+  return [row, why];
 }
 
 function renderWorkers(workers) {
-  $("workers").tBodies[0].replaceChildren(...workers.map(workerRow));
+  $("workers").tBodies[0].replaceChildren(...workers.flatMap(workerRows));
   $("workers-empty").hidden = workers.length > 0;
   const live = workers.filter((w) => w.connected).length;
   $("workers-count").textContent = `${live} connected, ${workers.length - live} gone`;
