@@ -5,8 +5,8 @@ worker is killed with SIGKILL; jobs are submitted through the form and by
 clicking the preview. The finished page is saved as
 ``test-artifacts/dashboard.png``.
 
-Without a usable chromium these tests skip, unless FRAKTAL_REQUIRE_BROWSER=1
-(as in CI), where they fail instead.
+Without a usable chromium (``/usr/bin/chromium``, or FRAKTAL_CHROMIUM) these
+tests skip, unless FRAKTAL_REQUIRE_BROWSER=1 (as in CI): then they fail.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fraktal.render.spec import make_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("FRAKTAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -62,7 +62,10 @@ def test_expired_lease_is_requeued_and_goes_to_another_worker():
     assert scheduler.worker_status(slow, now=30.0) is WorkerStatus.UNRESPONSIVE
     fast = scheduler.register("fast", "h", processes=2, now=31.0)
     assert scheduler.next_chunk(fast.id, now=31.0).tiles == chunk.tiles
-    assert any(e.kind == "lease-expired" for e in scheduler.events)
+    (expired,) = [e for e in scheduler.events if e.kind == "lease-expired"]
+    assert expired.text == (
+        f"worker {slow.id} (slow): chunk {chunk.id} (2 tiles) requeued after 30.0 s"
+    )
 
 
 def test_disconnect_requeues_at_once_without_counting_an_attempt():
@@ -77,6 +80,10 @@ def test_disconnect_requeues_at_once_without_counting_an_attempt():
     assert job.attempts.sum() == 0
     assert scheduler.worker_status(worker, now=6.0) is WorkerStatus.LOST
     assert worker.reason == "EOF"
+    assert (
+        scheduler.events[-1].text
+        == f"worker {worker.id} (a) lost: EOF; 2 tiles requeued"
+    )
 
 
 def test_late_result_for_a_still_missing_tile_is_taken():

@@ -320,8 +320,8 @@ class Scheduler:
         self._record(
             now,
             f"worker-{status.value}",
-            f"worker {worker_id} "
-            f"{status.value}: {reason}; {len(requeued)} tiles requeued",
+            f"{self._who(worker)} {status.value}: {reason}; "
+            f"{len(requeued)} tiles requeued",
         )
         return requeued
 
@@ -341,7 +341,7 @@ class Scheduler:
                 count += len(self._requeue(chunk, count_attempt=False, now=now))
         if count:
             self._record(
-                now, "chunk-released", f"worker {worker_id} released {count} tiles"
+                now, "chunk-released", f"{self._who(worker)} released {count} tiles"
             )
         return count
 
@@ -404,7 +404,7 @@ class Scheduler:
             self._record(
                 now,
                 "lease-expired",
-                f"worker {worker.id}: chunk "
+                f"{self._who(worker)}: chunk "
                 f"{chunk.id} ({len(chunk.tiles)} tiles) requeued after "
                 f"{now - chunk.leased_at:.1f} s",
             )
@@ -530,7 +530,7 @@ class Scheduler:
         self._record(
             now,
             "tile-failed",
-            f"worker {chunk.worker_id}: tile {tile} failed: {reason}",
+            f"{self._who(self.workers[chunk.worker_id])}: tile {tile} failed: {reason}",
         )
         why = f"it failed {self.max_attempts} times, last: {reason}"
         if self._count_attempt(job, tile, now, why):
@@ -593,6 +593,10 @@ class Scheduler:
         job.states[tile] = new
         if new is TileState.DONE:
             job.done += 1
+
+    def _who(self, worker: Worker) -> str:
+        """How events name a worker: its id, and the name it gave."""
+        return f"worker {worker.id} ({worker.name})"
 
     def _record(self, now: float, kind: str, text: str) -> None:
         self.events.append(Event(now, kind, text, next(self._event_ids)))

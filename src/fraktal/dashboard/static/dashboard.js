@@ -180,10 +180,13 @@ function renderJob(job, running) {
 }
 
 function workerRows(worker) {
-  const chunks = worker.chunks.map((c) => `#${c.id} (${c.tiles} tiles)`).join(", ");
+  const chunks = worker.chunks.map((c) => el("span", {
+    className: "chunk",
+    text: `#${c.id}: ${c.tiles} tile${c.tiles === 1 ? "" : "s"}`,
+  }));
   const processes = `${worker.processes} process${worker.processes === 1 ? "" : "es"}`;
   const speed = el("td", { className: "num" }, [
-    worker.tiles_per_second == null ? "–" : `${worker.tiles_per_second.toFixed(1)} tiles/s`,
+    worker.tiles_per_second == null ? "–" : `${count(Math.round(worker.tiles_per_second))} tiles/s`,
     el("span", { className: "note", text: rate(worker.pixels_per_second, "px/s") }),
   ]);
   const heard = worker.connected ? `${worker.heartbeat_age.toFixed(1)} s` : "–";
@@ -195,13 +198,13 @@ function workerRows(worker) {
   }, [
     el("td", {}, [
       worker.name,
-      el("span", { className: "note", text: `${worker.host} · ${processes}` }),
+      el("span", { className: "note", text: `${worker.id} · ${worker.host} · ${processes}` }),
     ]),
     el("td", {}, [statusBadge(worker.status)]),
-    el("td", { className: "num", text: chunks || "–" }),
+    el("td", { className: "num col-chunks" }, chunks.length ? chunks : ["–"]),
     el("td", { className: "num", text: count(worker.tiles_done) }),
     speed,
-    el("td", { className: "num", text: heard }),
+    el("td", { className: "num col-heard", text: heard }),
   ]);
   if (worker.connected) return [row];
   // A worker that is gone keeps its row, with when and why on a line of its own.
