@@ -148,21 +148,18 @@ def _poll_json(url, process=None, until=lambda answer: True, timeout=120.0):
 
 
 @pytest.mark.slow
-def test_real_workers_fill_the_preview_and_the_picture_downloads(start_master, workers):
+def test_real_workers_fill_the_preview_and_the_picture_comes_in_the_colours_asked(
+    start_master, workers
+):
     running = start_master(target_seconds=0.3)
     dashboard = Dashboard(running.master, "127.0.0.1", 0).start()
     spec = make_spec(width=200, height=120, span=3.0, max_iter=300, tile_size=32)
     try:
-        job = post_json(
-            f"{dashboard.url}/api/submit",
-            {
-                "size": "200x120",
-                "span": "3",
-                "max_iter": 300,
-                "tile_size": 32,
-                "palette": "fire",
-            },
-        )["job"]
+        body = {"size": "200x120", "span": "3", "max_iter": 300, "tile_size": 32}
+        submitted = post_json(
+            f"{dashboard.url}/api/submit", {**body, "palette": "fire"}
+        )
+        job = submitted["job"]
         for name in ("one", "two"):
             workers(running.port, name=name)
         info = _poll_json(
@@ -173,6 +170,17 @@ def test_real_workers_fill_the_preview_and_the_picture_downloads(start_master, w
         image = fetch(f"{dashboard.url}/api/jobs/{job['id']}/image.png")
         listed = json.loads(fetch(f"{dashboard.url}/api/workers")[1])["workers"]
         metrics = fetch(f"{dashboard.url}/metrics")[1].decode()
+
+        # The same view in other colours only rewrites the picture.
+        again = post_json(f"{dashboard.url}/api/submit", {**body, "palette": "gray"})
+        gray = colourize(render(spec), "gray")
+        _poll(
+            lambda: np.array_equal(
+                png_pixels(fetch(f"{dashboard.url}/api/jobs/{job['id']}/image.png")[1]),
+                gray,
+            ),
+            what="the picture rewritten in gray",
+        )
     finally:
         dashboard.close()
 
@@ -180,10 +188,19 @@ def test_real_workers_fill_the_preview_and_the_picture_downloads(start_master, w
     assert info["status"] == "done" and info["progress"] == 1.0
     assert np.array_equal(png_pixels(preview[1]), expected)
     assert np.array_equal(png_pixels(image[1]), expected)
+    assert again["job"]["id"] == job["id"] and again["job"]["status"] == "done"
+    assert again["job"]["tiles"]["done"] == 28
     assert sorted(w["name"] for w in listed) == ["one", "two"]
     assert sum(w["tiles_done"] for w in listed) == 28
     assert "fraktal_tiles_done_total 28\n" in metrics
     assert f"fraktal_pixels_done_total {200 * 120}\n" in metrics
+
+
+def _poll(condition, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 def post_json(url, body):

@@ -221,9 +221,15 @@ def _read_api(app: Flask, master: Master, guard: auth.Guard) -> None:
     def preview(job_id: str) -> Response:
         side = _int_arg("size", *PREVIEW_SIDE)
         info = master.job_info(job_id)
-        params = info["params"]
-        key = (job_id, info["status"], info["tiles"]["done"], params["palette"])
-        key += (params["equalize"], side)
+        # A preview changes only with these; the cache spares re-encoding.
+        key = (
+            job_id,
+            info["status"],
+            info["tiles"]["done"],
+            info["params"]["palette"],
+            info["params"]["equalize"],
+            side,
+        )
         png = previews.get(key)
         if png is None:
             png = encode_png(master.preview(job_id, side))
