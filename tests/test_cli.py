@@ -45,6 +45,7 @@ def run_main(capsys, *argv):
         (["master", "--port", "0"], "0 is not in the range 1<=x<=65535"),
         (["master", "--port", "70000"], "70000 is not in the range 1<=x<=65535"),
         (["master", "--lease-timeout", "0"], "is not in the range 0.5<=x<=86400"),
+        (["master", "--dashboard-port", "0"], "0 is not in the range 1<=x<=65535"),
         (["worker", "--master", "nohost"], "is not HOST:PORT"),
         (["worker", "--master", "host:99999"], "is not HOST:PORT"),
         (["worker", "--processes", "0"], "0 is not in the range"),

@@ -62,7 +62,10 @@ def test_expired_lease_is_requeued_and_goes_to_another_worker():
     assert scheduler.worker_status(slow, now=30.0) is WorkerStatus.UNRESPONSIVE
     fast = scheduler.register("fast", "h", processes=2, now=31.0)
     assert scheduler.next_chunk(fast.id, now=31.0).tiles == chunk.tiles
-    assert any(e.kind == "lease-expired" for e in scheduler.events)
+    (expired,) = [e for e in scheduler.events if e.kind == "lease-expired"]
+    assert expired.text == (
+        f"worker {slow.id} (slow): chunk {chunk.id} (2 tiles) requeued after 30.0 s"
+    )
 
 
 def test_disconnect_requeues_at_once_without_counting_an_attempt():
@@ -77,6 +80,10 @@ def test_disconnect_requeues_at_once_without_counting_an_attempt():
     assert job.attempts.sum() == 0
     assert scheduler.worker_status(worker, now=6.0) is WorkerStatus.LOST
     assert worker.reason == "EOF"
+    assert (
+        scheduler.events[-1].text
+        == f"worker {worker.id} (a) lost: EOF; 2 tiles requeued"
+    )
 
 
 def test_late_result_for_a_still_missing_tile_is_taken():
@@ -308,3 +315,42 @@ def test_silent_worker_is_unresponsive_after_the_heartbeat_window():
 
     assert scheduler.worker_status(worker, 6.0) is WorkerStatus.WORKING
     assert scheduler.worker_status(worker, 6.1) is WorkerStatus.UNRESPONSIVE
+
+
+def test_totals_count_work_requeues_expiries_failures_and_duplicates():
+    scheduler, job = make(lease_seconds=10.0)
+    a = scheduler.register("a", "h", processes=2, now=0.0)
+    b = scheduler.register("b", "h", processes=2, now=0.0)
+    expired = scheduler.next_chunk(a.id, now=0.0)
+    scheduler.expire(now=10.0)
+    retry = scheduler.next_chunk(b.id, now=10.0)
+    finish(scheduler, b, retry, now=11.0)
+    finish(scheduler, a, expired, now=12.0)
+    failing = scheduler.next_chunk(b.id, now=12.0)
+    scheduler.complete(
+        b.id,
+        failing.id,
+        failing.tiles[1:],
+        [(failing.tiles[0], "process died")],
+        compute_seconds=1.0,
+        iterations=7,
+        now=13.0,
+    )
+
+    totals = scheduler.totals
+    assert totals.leases_expired == 1
+    assert totals.tiles_requeued == 2 + 1
+    assert totals.tiles_failed == 1
+    assert totals.duplicates == 2
+    assert totals.tiles_done == 2 + 1 == job.done
+    assert totals.pixels_done == 3 * 64 == job.pixels_done
+    assert totals.iterations == 10 + 10 + 7 == job.iterations
+
+
+def test_events_are_numbered_in_order_and_survive_the_cap():
+    scheduler = Scheduler(max_events=3)
+    for name in "abcde":
+        scheduler.register(name, "h", processes=1, now=0.0)
+
+    assert [e.seq for e in scheduler.events] == [3, 4, 5]
+    assert scheduler.events[-1].text.startswith("worker w5 (e on h")

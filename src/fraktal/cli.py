@@ -7,7 +7,6 @@ and what is allowed, and exit code 2; never a traceback.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -37,6 +36,7 @@ logger = logging.getLogger("fraktal")
 
 DEFAULT_OUTPUT = "mandelbrot_advanced.png"
 DEFAULT_WORKER_PORT = 65433
+DEFAULT_DASHBOARD_PORT = 5001
 EXIT_USAGE = 2
 
 
@@ -288,6 +288,19 @@ def render(
     is_flag=True,
     help="Exit after the picture is written instead of serving on.",
 )
+@click.option(
+    "--dashboard-port",
+    type=PORT,
+    default=DEFAULT_DASHBOARD_PORT,
+    show_default=True,
+    help="TCP port of the web dashboard.",
+)
+@click.option(
+    "--dashboard-host",
+    help="Address the dashboard listens on [default: 127.0.0.1 without a "
+    "token, all interfaces (0.0.0.0) with one].",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard.")
 def master(
     size,
     center,
@@ -306,14 +319,22 @@ def master(
     chunk_seconds,
     token,
     exit_when_done,
+    dashboard_port,
+    dashboard_host,
+    no_dashboard,
 ) -> None:
-    """Run the master: serve workers and write the picture when the job is done."""
+    """Run the master: serve workers and write the picture when the job is done.
+
+    The web dashboard (http://localhost:5001 by default) shows the job, the
+    workers and the picture as it fills in, and takes new jobs.
+    """
+    from fraktal.dashboard.server import Dashboard, default_host, is_loopback
     from fraktal.master.scheduler import JobStatus
     from fraktal.master.service import Master, MasterConfig, Output
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
-    host = host or ("0.0.0.0" if token else "127.0.0.1")
-    if not token and not _is_loopback(host):
+    host = host or default_host(token)
+    if not token and not is_loopback(host):
         logger.warning(
             "listening on %s without a token: anyone who reaches port %d "
             "can join as a worker; set FRAKTAL_TOKEN",
@@ -332,6 +353,17 @@ def master(
     )
     service = Master(config)
     check_palette(palette)
+    dashboard = None
+    if not no_dashboard:
+        dashboard_host = dashboard_host or default_host(token)
+        if not token and not is_loopback(dashboard_host):
+            logger.warning(
+                "dashboard on %s without a token: anyone who reaches port %d "
+                "can submit and cancel jobs; set FRAKTAL_TOKEN",
+                dashboard_host,
+                dashboard_port,
+            )
+        dashboard = Dashboard(service, dashboard_host, dashboard_port, token)
     job = service.submit(spec, Output(output, palette, equalize, raw))
 
     async def serve() -> None:
@@ -345,9 +377,13 @@ def master(
             service.port,
             " (token required)" if token else "",
         )
+        if dashboard is not None:
+            dashboard.start()
         try:
             await service.finished.wait()
         finally:
+            if dashboard is not None:
+                await asyncio.to_thread(dashboard.close)
             await service.stop()
 
     asyncio.run(serve())
@@ -438,13 +474,6 @@ def recolor(job_dir, palette, equalize, output) -> None:
         )
     write_outputs(store, Output(output, palette, equalize))
     click.echo(f"wrote {output}", err=True)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, stop: Any) -> None:

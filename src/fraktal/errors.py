@@ -47,3 +47,7 @@ class TransitionError(FraktalError):
 
 class JobStoreError(FraktalError):
     """A job folder is missing, unreadable, or belongs to another job."""
+
+
+class UnknownJobError(FraktalError):
+    """Someone named a job id that this master does not know."""

@@ -98,11 +98,28 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Event:
-    """Something a person watching the cluster wants to know about."""
+    """Something a person watching the cluster wants to know about.
+
+    ``seq`` counts events from 1, so a reader can ask for the ones it missed.
+    """
 
     time: float
     kind: str
     text: str
+    seq: int
+
+
+@dataclass
+class Totals:
+    """Counters over the scheduler's whole life, for metrics; they never drop."""
+
+    tiles_done: int = 0
+    pixels_done: int = 0
+    iterations: int = 0
+    tiles_requeued: int = 0
+    leases_expired: int = 0
+    tiles_failed: int = 0
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,7 @@ class Job:
     requeued: int = 0
     duplicates: int = 0
     iterations: int = 0
+    pixels_done: int = 0
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -194,10 +212,12 @@ class Scheduler:
         self.workers: dict[str, Worker] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
         self.finished_jobs: list[Job] = []
+        self.totals = Totals()
         self._chunks: dict[int, Chunk] = {}
         self._retired: OrderedDict[int, Chunk] = OrderedDict()
         self._chunk_ids = itertools.count(1)
         self._worker_ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
 
     # -- jobs -------------------------------------------------------------
 
@@ -300,8 +320,8 @@ class Scheduler:
         self._record(
             now,
             f"worker-{status.value}",
-            f"worker {worker_id} "
-            f"{status.value}: {reason}; {len(requeued)} tiles requeued",
+            f"{self._who(worker)} {status.value}: {reason}; "
+            f"{len(requeued)} tiles requeued",
         )
         return requeued
 
@@ -321,7 +341,7 @@ class Scheduler:
                 count += len(self._requeue(chunk, count_attempt=False, now=now))
         if count:
             self._record(
-                now, "chunk-released", f"worker {worker_id} released {count} tiles"
+                now, "chunk-released", f"{self._who(worker)} released {count} tiles"
             )
         return count
 
@@ -380,10 +400,11 @@ class Scheduler:
                 continue
             worker = self.workers[chunk.worker_id]
             worker.expired_recently = True
+            self.totals.leases_expired += 1
             self._record(
                 now,
                 "lease-expired",
-                f"worker {worker.id}: chunk "
+                f"{self._who(worker)}: chunk "
                 f"{chunk.id} ({len(chunk.tiles)} tiles) requeued after "
                 f"{now - chunk.leased_at:.1f} s",
             )
@@ -466,6 +487,7 @@ class Scheduler:
             ):
                 dropped.append(tile)
                 job.duplicates += 1
+                self.totals.duplicates += 1
                 continue
             job.lease_of.pop(tile, None)
             if state is TileState.PENDING:
@@ -488,6 +510,10 @@ class Scheduler:
         worker.pixels_done += pixels
         worker.iterations += iterations
         job.iterations += iterations
+        job.pixels_done += pixels
+        self.totals.tiles_done += len(accepted)
+        self.totals.pixels_done += pixels
+        self.totals.iterations += iterations
         if computed and compute_seconds > 0:
             sample = computed * worker.processes / compute_seconds
             worker.rate = (
@@ -500,16 +526,18 @@ class Scheduler:
         if job.lease_of.get(tile) != chunk.id:
             return
         job.lease_of.pop(tile, None)
+        self.totals.tiles_failed += 1
         self._record(
             now,
             "tile-failed",
-            f"worker {chunk.worker_id}: tile {tile} failed: {reason}",
+            f"{self._who(self.workers[chunk.worker_id])}: tile {tile} failed: {reason}",
         )
         why = f"it failed {self.max_attempts} times, last: {reason}"
         if self._count_attempt(job, tile, now, why):
             self._move(job, tile, TileState.PENDING)
             job.pending.appendleft(tile)
             job.requeued += 1
+            self.totals.tiles_requeued += 1
 
     # -- internals --------------------------------------------------------
 
@@ -528,6 +556,7 @@ class Scheduler:
                 back.append(tile)
         job.pending.extendleft(reversed(back))
         job.requeued += len(back)
+        self.totals.tiles_requeued += len(back)
         return back
 
     def _count_attempt(self, job: Job, tile: int, now: float, why: str) -> bool:
@@ -565,8 +594,12 @@ class Scheduler:
         if new is TileState.DONE:
             job.done += 1
 
+    def _who(self, worker: Worker) -> str:
+        """How events name a worker: its id, and the name it gave."""
+        return f"worker {worker.id} ({worker.name})"
+
     def _record(self, now: float, kind: str, text: str) -> None:
-        self.events.append(Event(now, kind, text))
+        self.events.append(Event(now, kind, text, next(self._event_ids)))
 
     # -- reading ----------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """The master process: scheduler, worker connections and job folders together.
 
 Everything runs on one asyncio event loop, except the dashboard, which calls
-`submit`, `cancel` and `snapshot` from its own threads. Every touch of the
-scheduler happens under `Master.lock`, and work that the loop must react to
-(a submitted job) is handed over with `call_soon_threadsafe`.
+`submit`, `cancel` and the read methods (`snapshot`, `job_info`, `preview`,
+`picture`, `healthy`) from its own threads. Every touch of the scheduler
+happens under `Master.lock`, and work that the loop must react to (a
+submitted job) is handed over with `call_soon_threadsafe`.
 
 What happens to a result, in this order, so that nothing is lost:
 1. every tile's data is decoded and checked against the tile's shape;
@@ -20,11 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fraktal.errors import ProtocolError
-from fraktal.master.scheduler import Job, JobStatus, Scheduler, WorkerStatus
+from fraktal.errors import ProtocolError, UnknownJobError
+from fraktal.master import snapshot
+from fraktal.master.scheduler import Job, JobStatus, Scheduler, TileState, WorkerStatus
 from fraktal.master.store import JobStore
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
@@ -39,6 +42,7 @@ from fraktal.protocol.messages import (
 from fraktal.protocol.session import MasterSession
 from fraktal.render.palette import DEFAULT_PALETTE
 from fraktal.render.png import write_png
+from fraktal.render.preview import preview
 from fraktal.render.spec import RenderSpec
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,8 @@ class Master:
     def __init__(self, config: MasterConfig, clock=time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        # Measured once, so that a moment always shows as the same wall time.
+        self.wall_offset = time.time() - clock()
         self.lock = threading.Lock()
         self.scheduler = Scheduler(
             lease_seconds=config.lease_seconds,
@@ -120,16 +126,30 @@ class Master:
     # -- jobs, callable from any thread ----------------------------------
 
     def submit(self, spec: RenderSpec, output: Output | None = None) -> Job:
-        """Queue a render; resumes from its job folder if one exists."""
-        folder = self.config.jobs_dir / spec.key()
+        """Queue a render; resumes from its job folder if one exists.
+
+        A job already done in this master's life is not computed again; if
+        it is asked for with another output, only its picture is rewritten.
+        """
+        output = output or self.folder_output(spec)
         with self.lock:
             existing = self.scheduler.jobs.get(spec.key())
             if existing and existing.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 return existing
+            rewrite = (
+                existing is not None
+                and existing.status is JobStatus.DONE
+                and self.outputs.get(spec.key()) != output
+            )
+            folder = self.config.jobs_dir / spec.key()
             store = self.stores.get(spec.key()) or JobStore.open(folder, spec)
             self.stores[spec.key()] = store
-            self.outputs[spec.key()] = output or Output(png=folder / "image.png")
+            self.outputs[spec.key()] = output
             job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
+        if rewrite and self._loop is not None:
+            logger.info("job %s: already done, writing %s", job.id, output.png)
+            self._loop.call_soon_threadsafe(self._write_picture, job)
+            return job
         if store.journal_done:
             logger.info(
                 "job %s: resuming from %s, %d of %d tiles already done",
@@ -155,11 +175,87 @@ class Master:
         self._wake()
         return job
 
+    def folder_output(
+        self, spec: RenderSpec, palette: str = DEFAULT_PALETTE, equalize: bool = False
+    ) -> Output:
+        """An output that writes the picture into the job's own folder."""
+        folder = self.config.jobs_dir / spec.key()
+        return Output(png=folder / "image.png", palette=palette, equalize=equalize)
+
     def cancel(self, job_id: str) -> Job:
-        """Cancel a queued or running job."""
+        """Cancel a queued or running job; a job that ended stays as it was."""
         with self.lock:
+            self._known_job(job_id)
             job = self.scheduler.cancel_job(job_id, self.clock())
         self._wake()
+        return job
+
+    # -- reading, callable from any thread -------------------------------
+
+    def snapshot(self, events_after: int = 0) -> dict[str, Any]:
+        """The whole cluster as plain data; see `fraktal.master.snapshot`."""
+        with self.lock:
+            return snapshot.build(
+                self.scheduler,
+                self.clock(),
+                self.wall_offset,
+                self.outputs,
+                self.written,
+                events_after,
+            )
+
+    def job_info(self, job_id: str) -> dict[str, Any]:
+        """One job as plain data; raises `UnknownJobError`."""
+        with self.lock:
+            job = self._known_job(job_id)
+            picture = self.written.get(job_id) is not None
+            return snapshot.job_info(
+                job, self.clock(), self.wall_offset, self.outputs[job_id], picture
+            )
+
+    def preview(self, job_id: str, max_side: int) -> np.ndarray:
+        """RGB preview of a job as far as it is done; raises `UnknownJobError`.
+
+        Only the tile states are copied under the lock. The raw values are
+        read after it is released: a tile marked done was written before the
+        lock was let go and is never written again, and every other tile is
+        painted over with the background, so the read needs no lock.
+        """
+        with self.lock:
+            job = self._known_job(job_id)
+            store = self.stores.get(job_id)
+            output = self.outputs[job_id]
+            done = job.states == TileState.DONE
+        if store is None:
+            raise UnknownJobError(f"job {job_id}: its folder is closed")
+        return preview(
+            store.raw,
+            done.reshape(job.grid.rows, job.grid.columns),
+            job.spec.tile_size,
+            output.palette,
+            equalize=output.equalize,
+            max_side=max_side,
+        )
+
+    def picture(self, job_id: str) -> Path | None:
+        """The finished PNG of a job, once written; raises `UnknownJobError`."""
+        with self.lock:
+            self._known_job(job_id)
+            return self.written.get(job_id)
+
+    def healthy(self, timeout: float) -> bool:
+        """True if the event loop runs and the lock is free within ``timeout``."""
+        if self._loop is None or not self._loop.is_running():
+            return False
+        if not self.lock.acquire(timeout=timeout):
+            return False
+        self.lock.release()
+        return True
+
+    def _known_job(self, job_id: str) -> Job:
+        job = self.scheduler.jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(f"no job has the id {job_id!r}")
         return job
 
     def _wake(self) -> None:
@@ -279,7 +375,8 @@ class Master:
                     "job %s: writing the picture failed: %s", job.id, done.exception()
                 )
             else:
-                self.written[job.id] = output.png
+                with self.lock:
+                    self.written[job.id] = output.png
                 logger.info("job %s: wrote %s", job.id, output.png)
             self._check_finished()
 
