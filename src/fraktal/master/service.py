@@ -408,6 +408,14 @@ class Master:
             store.mark_done(list(completion.accepted))
             if store.uncommitted >= COMMIT_TILES:
                 store.commit()
+        logger.debug(
+            "worker %s: chunk %d: %d tiles taken, %d already done, %d failed",
+            connection.worker_id,
+            result.chunk,
+            len(completion.accepted),
+            len(completion.dropped),
+            len(result.failed),
+        )
         for failure in result.failed:
             logger.warning(
                 "worker %s: tile %d failed: %s",
