@@ -25,10 +25,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 
 # Compile the kernel once, as the user that runs it (fraktal, uid 1000), into
-# a cache that user owns: each worker's pool processes then load it in a
-# fraction of a second instead of compiling for several. Numba keys the cache
-# on the CPU, so a host whose CPU differs from the build host's compiles once
-# more at first use.
+# a cache that user owns: each pool process of each worker then loads it
+# instead of compiling it again. Numba keys the cache on the CPU, so a host
+# whose CPU differs from the build host's compiles once more at first use.
 USER 1000:1000
 RUN python -c "from fraktal.render.compute import warm_up; warm_up()"
 
