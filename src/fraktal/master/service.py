@@ -373,7 +373,9 @@ class Master:
         elif isinstance(message, Release):
             connection.leaving = connection.leaving or message.leaving
             with self.lock:
-                self.scheduler.release(connection.worker_id, message.chunks, now)
+                self.scheduler.release(
+                    connection.worker_id, message.chunks, now, message.leaving
+                )
         self.dispatch()
 
     def _take_result(self, connection: Connection, result: Result) -> None:
