@@ -34,7 +34,8 @@ NOBODY = 65534
 
 def tool(command: str, path: str | None, package: str) -> str:
     """The path of a tool, or skip (or fail, in CI) without it."""
-    found = path if path and Path(path).is_file() else shutil.which(command)
+    found = str(Path(path).resolve()) if path and Path(path).is_file() else None
+    found = found or shutil.which(command)
     if found is None:
         skip_or_fail(f"{command} is not installed ({package})", REQUIRED)
     return found
