@@ -8,9 +8,10 @@ behind a bad link and another loses its link entirely:
 * ``lossy`` drops 5% of its packets both ways (iptables `statistic` match)
   and its link is limited to 2 Mbit/s by `tc tbf`, whose queue also delays
   packets. This kernel has no `tc netem`, so there is no fixed added delay;
-* ``cut`` has its cable pulled at the switch once it has delivered work and
-  holds more. Nothing tells the master: its chunks come back only when their
-  5 s lease expires, in the middle of the job;
+* ``cut`` has its cable pulled at the switch a quarter into the job, right
+  after the master took a result from it and leased it more. Nothing tells
+  the master: those tiles come back only when their 5 s lease expires, in
+  the middle of the job;
 * ``steady`` has a clean link;
 * ``intruder`` knows the wrong token and must be turned away.
 
