@@ -136,6 +136,7 @@ def test_compose_v1_resolves_a_master_and_three_limited_workers(project):
     folder = project(example_with_token())
     done = run_config(compose_v1(), folder)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not even a warning
     check_cluster(yaml.safe_load(done.stdout), folder)
 
 
@@ -143,6 +144,7 @@ def test_compose_v2_resolves_a_master_and_three_limited_workers(project):
     folder = project(example_with_token())
     done = run_config(compose_v2(), folder, "--format", "json")
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not even a warning
     check_cluster(json.loads(done.stdout), folder)
 
 
