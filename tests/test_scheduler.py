@@ -224,6 +224,19 @@ def test_release_requeues_without_an_attempt():
     assert job.attempts.sum() == 0 and list(job.pending)[:2] == list(chunk.tiles)
 
 
+def test_a_leaving_worker_gets_no_new_chunks():
+    scheduler, job = make()
+    worker = scheduler.register("a", "h", processes=2, now=0.0)
+    first = scheduler.next_chunk(worker.id, now=0.0)
+    second = scheduler.next_chunk(worker.id, now=0.0)
+
+    scheduler.release(worker.id, [first.id], now=1.0, leaving=True)
+
+    assert scheduler.next_chunk(worker.id, now=1.0) is None
+    assert list(worker.chunks) == [second.id]
+    assert len(job.pending) == SPEC.view.width // 8 - len(second.tiles)
+
+
 def test_result_for_a_chunk_never_leased_is_a_protocol_error():
     scheduler, _ = make()
     a = scheduler.register("a", "h", processes=1, now=0.0)

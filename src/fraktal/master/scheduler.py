@@ -184,6 +184,7 @@ class Worker:
     end_status: WorkerStatus | None = None
     reason: str = ""
     expired_recently: bool = False
+    leaving: bool = False
 
 
 class Scheduler:
@@ -330,10 +331,21 @@ class Scheduler:
         worker.last_seen = now
         worker.expired_recently = False
 
-    def release(self, worker_id: str, chunk_ids: Iterable[int], now: float) -> int:
-        """The worker hands chunks back unfinished; returns tiles requeued."""
+    def release(
+        self,
+        worker_id: str,
+        chunk_ids: Iterable[int],
+        now: float,
+        leaving: bool = False,
+    ) -> int:
+        """The worker hands chunks back unfinished; returns tiles requeued.
+
+        A worker that is ``leaving`` gets no new chunks: they would only come
+        back with its disconnect.
+        """
         worker = self.workers[worker_id]
         worker.last_seen = now
+        worker.leaving = worker.leaving or leaving
         count = 0
         for chunk_id in chunk_ids:
             chunk = worker.chunks.get(chunk_id)
@@ -357,6 +369,7 @@ class Scheduler:
         )
         if (
             not ready
+            or worker.leaving
             or job is None
             or not job.pending
             or len(worker.chunks) >= self.pipeline_depth

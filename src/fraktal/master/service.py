@@ -470,7 +470,9 @@ class Master:
         elif isinstance(message, Release):
             connection.leaving = connection.leaving or message.leaving
             with self.lock:
-                self.scheduler.release(connection.worker_id, message.chunks, now)
+                self.scheduler.release(
+                    connection.worker_id, message.chunks, now, message.leaving
+                )
         self.dispatch()
 
     def _take_result(self, connection: Connection, result: Result) -> None:
@@ -505,6 +507,14 @@ class Master:
             store.mark_done(list(completion.accepted))
             if store.uncommitted >= COMMIT_TILES:
                 store.commit()
+        logger.debug(
+            "worker %s: chunk %d: %d tiles taken, %d already done, %d failed",
+            connection.worker_id,
+            result.chunk,
+            len(completion.accepted),
+            len(completion.dropped),
+            len(result.failed),
+        )
         for failure in result.failed:
             logger.warning(
                 "worker %s: tile %d failed: %s",

@@ -45,6 +45,7 @@ from fraktal.worker.task import compute_tile
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
+LEAVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,11 @@ class Worker:
         return link.welcomed
 
 
+async def _read_to_end(reader: asyncio.StreamReader) -> None:
+    while await reader.read(READ_BYTES):
+        pass
+
+
 class _Link:
     """The state of one connection: chunks in hand and their tasks."""
 
@@ -162,7 +168,9 @@ class _Link:
                 await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if stop.done():
                     read.cancel()
-                    await self._leave()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await read
+                    await self._leave(reader)
                     return
                 data = read.result()
                 if not data:
@@ -237,23 +245,39 @@ class _Link:
             await asyncio.sleep(interval)
             self.writer.write(self.session.send(Heartbeat(self.pool.busy)))
 
-    async def _leave(self) -> None:
+    async def _leave(self, reader: asyncio.StreamReader) -> None:
+        """Hand the chunks back, then let the master close the connection.
+
+        Closing at once would race with frames the master is still sending:
+        data that reaches a closed socket makes the kernel answer with a
+        reset, and the master would see a lost worker instead of one that
+        left. So this side only stops writing and reads (and drops) whatever
+        still comes until the master closes, for at most `LEAVE_SECONDS`.
+        """
         chunks = tuple(self.chunks)
+        await self._cancel_tasks()
         logger.info("leaving: handing back %d chunks", len(chunks))
         self.writer.write(self.session.send(Release(chunks, leaving=True)))
         await self.writer.drain()
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(_read_to_end(reader), LEAVE_SECONDS)
 
     def send_error(self, text: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             self.writer.write(self.session.send(Error(text[:900])))
 
-    async def close(self) -> None:
+    async def _cancel_tasks(self) -> None:
         tasks = [task for _, task in self.chunks.values()]
         if self._heartbeat is not None:
             tasks.append(self._heartbeat)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self._cancel_tasks()
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
