@@ -25,7 +25,7 @@ import numpy as np
 
 from fraktal.errors import ProtocolError
 from fraktal.master.scheduler import Job, JobStatus, Scheduler, WorkerStatus
-from fraktal.master.store import JobStore
+from fraktal.master.store import JobStore, Recovery, read_history
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
 from fraktal.protocol.messages import (
@@ -130,14 +130,8 @@ class Master:
             self.stores[spec.key()] = store
             self.outputs[spec.key()] = output or Output(png=folder / "image.png")
             job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
-        if store.journal_done:
-            logger.info(
-                "job %s: resuming from %s, %d of %d tiles already done",
-                job.id,
-                folder,
-                job.resumed,
-                job.grid.count,
-            )
+        if store.recovery is not None:
+            _log_resume(job, folder, store.recovery)
         else:
             logger.info(
                 "job %s: %dx%d, centre %r%+ri, span %g, max-iter %d, "
@@ -233,6 +227,7 @@ class Master:
                 while chunk := self.scheduler.next_chunk(
                     connection.worker_id, self.clock()
                 ):
+                    self.stores[chunk.job_id].mark_leased(chunk.tiles)
                     assignments.append((connection, chunk))
         for job in ended:
             self._job_ended(job)
@@ -253,22 +248,25 @@ class Master:
                 if job.status is not JobStatus.DONE:
                     connection.send(Drop(job.id))
         store = self.stores[job.id]
-        store.commit()
+        with self.lock:
+            store.commit()
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
             logger.info(
                 "job %s: all %d tiles done in %.1f s", job.id, job.grid.count, elapsed
             )
+            _record_finish(job, store)
             self._write_picture(job)
         elif job.status is JobStatus.FAILED:
             logger.error("job %s failed: %s", job.id, job.error)
+            store.record_history("failed", error=job.error)
         else:
             logger.info("job %s %s", job.id, job.status.value)
 
     def _write_picture(self, job: Job) -> None:
         output, store = self.outputs[job.id], self.stores[job.id]
         future = asyncio.get_running_loop().run_in_executor(
-            None, write_outputs, store, output
+            None, write_outputs, store.spec, store.raw, output
         )
         self._pending_pictures.add(future)
 
@@ -381,8 +379,9 @@ class Master:
             chunk = self.scheduler.lookup_chunk(connection.worker_id, result.chunk)
             job = self.scheduler.jobs[chunk.job_id]
         values = {}
+        leased = set(chunk.tiles)
         for tile in result.done:
-            if tile.tile not in chunk.tiles:
+            if tile.tile not in leased:
                 raise ProtocolError(
                     f"result for chunk {chunk.id} has tile "
                     f"{tile.tile}, which is not in that chunk"
@@ -417,9 +416,8 @@ class Master:
             )
 
 
-def write_outputs(store: JobStore, output: Output) -> None:
+def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:
     """Write the PNG (and the raw copy) of a finished job."""
-    spec = store.spec
     metadata = {
         "Software": "fraktal",
         "fraktal:center": f"{spec.view.center_re!r},{spec.view.center_im!r}",
@@ -431,19 +429,56 @@ def write_outputs(store: JobStore, output: Output) -> None:
     if output.png is not None:
         write_png(
             output.png,
-            store.raw,
+            raw,
             output.palette,
             equalize=output.equalize,
             metadata=metadata,
         )
     if output.raw_copy is not None:
         copy = np.lib.format.open_memmap(
-            output.raw_copy, mode="w+", dtype=np.float32, shape=store.raw.shape
+            output.raw_copy, mode="w+", dtype=np.float32, shape=raw.shape
         )
-        for start in range(0, store.raw.shape[0], 1024):
-            copy[start : start + 1024] = store.raw[start : start + 1024]
+        for start in range(0, raw.shape[0], 1024):
+            copy[start : start + 1024] = raw[start : start + 1024]
         copy.flush()
         del copy
+
+
+def _log_resume(job: Job, folder: Path, recovery: Recovery) -> None:
+    logger.info(
+        "job %s: resuming from %s: %d of %d tiles already done; %d tiles were "
+        "in flight when the last master stopped and %d results were lost with "
+        "the machine, all computed again",
+        job.id,
+        folder,
+        job.resumed,
+        job.grid.count,
+        recovery.in_flight,
+        recovery.lost,
+    )
+
+
+def _record_finish(job: Job, store: JobStore) -> None:
+    """Log and keep in history.jsonl what restarts cost this job."""
+    resumes = [e for e in read_history(store.folder) if e.get("event") == "resumed"]
+    in_flight = sum(int(e.get("in_flight", 0)) for e in resumes)
+    received_twice = sum(int(e.get("lost", 0)) for e in resumes)
+    store.record_history(
+        "finished",
+        restarts=len(resumes),
+        in_flight_at_restarts=in_flight,
+        received_twice_across_restarts=received_twice,
+        duplicates_dropped=job.duplicates,
+    )
+    if resumes:
+        logger.info(
+            "job %s: across %d restarts, %d tiles in flight at a stop were "
+            "computed again and %d results were received twice",
+            job.id,
+            len(resumes),
+            in_flight,
+            received_twice,
+        )
 
 
 def wall_clock_offset() -> float:
