@@ -329,3 +329,13 @@ def test_compression_bomb_is_never_inflated_past_the_tile_size():
     assert len(bomb) < 300_000
     with pytest.raises(ProtocolError, match="exactly 8x8"):
         decode_tile(bomb, 8, 8, max_iter=10)
+
+
+def test_session_tells_how_much_of_a_frame_is_still_missing_its_end():
+    master, _, _ = handshake(None, None)
+    frame = encode_frame(encode(Heartbeat(1)))
+
+    assert master.receive(frame[:-2]) == []
+    assert master.buffered == len(frame) - 2 - 4  # the prefix is consumed
+    assert master.receive(frame[-2:]) == [Heartbeat(1)]
+    assert master.buffered == 0

@@ -76,6 +76,11 @@ class _Session:
             messages.extend(self._advance(message))
         return messages
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not make a whole frame yet."""
+        return self._reader.buffered
+
     def _advance(self, message: Message) -> list[Message]:
         raise NotImplementedError
 
