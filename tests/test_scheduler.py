@@ -4,6 +4,7 @@ import pytest
 
 from fraktal.errors import ProtocolError, TransitionError
 from fraktal.master.scheduler import (
+    MAX_ENDED_WORKERS,
     JobStatus,
     Scheduler,
     TileState,
@@ -308,3 +309,19 @@ def test_silent_worker_is_unresponsive_after_the_heartbeat_window():
 
     assert scheduler.worker_status(worker, 6.0) is WorkerStatus.WORKING
     assert scheduler.worker_status(worker, 6.1) is WorkerStatus.UNRESPONSIVE
+
+
+def test_only_the_last_thousand_ended_workers_are_remembered():
+    scheduler, job = make()
+    keeper = scheduler.register("keeper", "h", processes=1, now=0.0)
+    for n in range(MAX_ENDED_WORKERS + 5):
+        worker = scheduler.register(f"flap-{n}", "h", processes=1, now=n)
+        scheduler.next_chunk(worker.id, now=n)
+        scheduler.disconnect(worker.id, n, WorkerStatus.LOST, "EOF")
+
+    names = [w.name for w in scheduler.workers.values()]
+
+    assert len(names) == MAX_ENDED_WORKERS + 1
+    assert "keeper" in names and "flap-4" not in names and "flap-5" in names
+    assert scheduler.next_chunk(keeper.id, now=2000.0).tiles == (0,)
+    assert job.attempts.sum() == 0

@@ -50,6 +50,7 @@ from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import TileGrid
 
 MAX_RETIRED_CHUNKS = 10_000
+MAX_ENDED_WORKERS = 1_000
 
 
 class TileState(enum.IntEnum):
@@ -192,6 +193,7 @@ class Scheduler:
         self.queue: deque[str] = deque()
         self.active: Job | None = None
         self.workers: dict[str, Worker] = {}
+        self._ended_workers: deque[str] = deque()
         self.events: deque[Event] = deque(maxlen=max_events)
         self.finished_jobs: list[Job] = []
         self._chunks: dict[int, Chunk] = {}
@@ -297,6 +299,7 @@ class Scheduler:
             requeued += self._requeue(chunk, count_attempt=False, now=now)
         worker.connected, worker.ended = False, now
         worker.end_status, worker.reason = status, reason
+        self._forget_old_workers(worker_id)
         self._record(
             now,
             f"worker-{status.value}",
@@ -304,6 +307,17 @@ class Scheduler:
             f"{status.value}: {reason}; {len(requeued)} tiles requeued",
         )
         return requeued
+
+    def _forget_old_workers(self, ended: str) -> None:
+        """Keep the last `MAX_ENDED_WORKERS` ended workers for people to see.
+
+        Without a bound, every connection that ever joined (a flapping worker,
+        a hostile peer on an open port) would stay in memory and in every
+        chunk-size computation.
+        """
+        self._ended_workers.append(ended)
+        while len(self._ended_workers) > MAX_ENDED_WORKERS:
+            del self.workers[self._ended_workers.popleft()]
 
     def heartbeat(self, worker_id: str, now: float) -> None:
         worker = self.workers[worker_id]
