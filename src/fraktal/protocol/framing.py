@@ -38,12 +38,19 @@ class FrameReader:
         self._read_header()
 
     def frames(self) -> Iterator[bytes]:
-        """Yield every complete frame body buffered so far."""
-        while self._expected is not None and len(self._buffer) >= self._expected:
+        """Yield every complete frame body buffered so far.
+
+        The next frame's length prefix is checked only after the consumer is
+        done with the previous frame, so a limit it changes (see
+        `fraktal.protocol.session`) applies from the very next frame.
+        """
+        while True:
+            self._read_header()
+            if self._expected is None or len(self._buffer) < self._expected:
+                return
             body = bytes(self._buffer[: self._expected])
             del self._buffer[: self._expected]
             self._expected = None
-            self._read_header()
             yield body
 
     @property
