@@ -473,7 +473,7 @@ def _record_finish(job: Job, store: JobStore) -> None:
     if resumes:
         logger.info(
             "job %s: across %d restarts, %d tiles in flight at a stop were "
-            "computed again and %d results were received twice",
+            "leased again and %d results were received twice",
             job.id,
             len(resumes),
             in_flight,
