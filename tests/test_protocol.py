@@ -344,9 +344,11 @@ def test_session_tells_how_much_of_a_frame_is_still_missing_its_end():
     frame = encode_frame(encode(Heartbeat(1)))
 
     assert master.receive(frame[:-2]) == []
-    assert master.buffered == len(frame) - 2 - 4  # the prefix is consumed
+    assert master.buffered == len(frame) - 2
     assert master.receive(frame[-2:]) == [Heartbeat(1)]
     assert master.buffered == 0
+    assert master.receive(frame[:4]) == []  # a length prefix alone
+    assert master.buffered == 4
 
 
 @pytest.mark.parametrize("version", [True, 1.0, "1", [1]])

@@ -55,8 +55,9 @@ class FrameReader:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
+        """Bytes received but not yet returned as a frame, its prefix included."""
+        prefix = HEADER.size if self._expected is not None else 0
+        return prefix + len(self._buffer)
 
     def _read_header(self) -> None:
         if self._expected is not None or len(self._buffer) < HEADER.size:
