@@ -51,6 +51,7 @@ from fraktal.render.tiles import TileGrid
 
 MAX_RETIRED_CHUNKS = 10_000
 MAX_ENDED_WORKERS = 1_000
+MIN_TILE_SECONDS = 1e-6  # no tile is computed faster, whatever a worker says
 
 
 class TileState(enum.IntEnum):
@@ -503,7 +504,10 @@ class Scheduler:
         worker.iterations += iterations
         job.iterations += iterations
         if computed and compute_seconds > 0:
-            sample = computed * worker.processes / compute_seconds
+            # A worker's figure is not trusted to be sane: a tiny one (5e-324)
+            # made the rate infinite and every later chunk size NaN.
+            seconds = max(compute_seconds, computed * MIN_TILE_SECONDS)
+            sample = computed * worker.processes / seconds
             worker.rate = (
                 sample if worker.rate is None else 0.5 * (worker.rate + sample)
             )
