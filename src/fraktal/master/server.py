@@ -66,6 +66,11 @@ async def handle_connection(
         )
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         reason = f"connection lost: {exc.__class__.__name__}"
+    except Exception:
+        who = f"worker {connection.worker_id}" if connection else peer
+        logger.exception("%s: closing after an internal error", who)
+        _say_goodbye(writer, session, "internal error in the master; see its log")
+        status, reason = WorkerStatus.DISCONNECTED, "internal error in the master"
     finally:
         master.connection_closed()
         if connection is not None:

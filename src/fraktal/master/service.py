@@ -191,25 +191,31 @@ class Master:
             self.stores.clear()
 
     async def _tick(self) -> None:
+        # The only thing that expires leases: it must outlive any one failure.
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            now = self.clock()
-            with self.lock:
-                expired = self.scheduler.expire(now)
-            for chunk in expired:
-                logger.warning(
-                    "worker %s: chunk %d (%d tiles) requeued after "
-                    "%.1f s without a result",
-                    chunk.worker_id,
-                    chunk.id,
-                    len(chunk.tiles),
-                    now - chunk.leased_at,
-                )
-            if now - self._last_commit >= COMMIT_SECONDS:
-                self._commit_all()
-            if now - self._last_progress >= self.config.progress_seconds:
-                self._log_progress(now)
-            self.dispatch()
+            try:
+                self._tick_once()
+            except Exception:
+                logger.exception("master: a periodic check failed; trying again")
+
+    def _tick_once(self) -> None:
+        now = self.clock()
+        with self.lock:
+            expired = self.scheduler.expire(now)
+        for chunk in expired:
+            logger.warning(
+                "worker %s: chunk %d (%d tiles) requeued after %.1f s without a result",
+                chunk.worker_id,
+                chunk.id,
+                len(chunk.tiles),
+                now - chunk.leased_at,
+            )
+        if now - self._last_commit >= COMMIT_SECONDS:
+            self._commit_all()
+        if now - self._last_progress >= self.config.progress_seconds:
+            self._log_progress(now)
+        self.dispatch()
 
     def _commit_all(self) -> None:
         self._last_commit = self.clock()
