@@ -130,7 +130,7 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
     yield start
     for process in started:
-        _kill_group(process)
+        kill_group(process)
 
 
 def spawn_task_worker(
@@ -174,10 +174,10 @@ def task_workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
     yield start
     for process in started:
-        _kill_group(process)
+        kill_group(process)
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def kill_group(process: subprocess.Popen[bytes]) -> None:
     """Kill the process and its pool, even if it was stopped with SIGSTOP."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)

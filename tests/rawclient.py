@@ -106,6 +106,12 @@ class RawClient:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def computed_result(assign: Assign) -> Result:
     """The honest result of a chunk, computed here."""
