@@ -49,7 +49,7 @@ async def handle_connection(
         writer.write(
             session.send(Welcome(connection.worker_id, master.config.heartbeat_seconds))
         )
-        master.dispatch()
+        master.dispatch(connection)
         status, reason = await _serve(master, connection, reader)
     except AuthenticationError as exc:
         logger.warning("%s: refused: %s", peer, exc)

@@ -223,13 +223,21 @@ class Master:
             for store in self.stores.values():
                 store.commit()
 
-    def dispatch(self) -> None:
-        """Hand out work, tell workers about ended jobs, finish jobs."""
+    def dispatch(self, only: Connection | None = None) -> None:
+        """Hand out work, tell workers about ended jobs, finish jobs.
+
+        With ``only``, work is offered to that connection alone: enough after
+        a message that made room there and put no tile back in the queue, and
+        it keeps the cost of a message from growing with the number of
+        workers. The timer offers work to everyone a few times a second.
+        """
         assignments = []
+        targets = [only] if only else list(self.connections.values())
+        targets = [c for c in targets if not c.leaving]
         with self.lock:
             ended = list(self.scheduler.finished_jobs)
             self.scheduler.finished_jobs.clear()
-            for connection in self.connections.values():
+            for connection in targets:
                 while chunk := self.scheduler.next_chunk(
                     connection.worker_id, self.clock()
                 ):
@@ -369,6 +377,7 @@ class Master:
     def handle(self, connection: Connection, message: Message) -> None:
         """Act on one checked message from a worker."""
         now = self.clock()
+        before = self._queue_state()
         if isinstance(message, Result):
             self._take_result(connection, message)
         elif isinstance(message, Heartbeat):
@@ -378,7 +387,15 @@ class Master:
             connection.leaving = connection.leaving or message.leaving
             with self.lock:
                 self.scheduler.release(connection.worker_id, message.chunks, now)
-        self.dispatch()
+        after = self._queue_state()
+        more_work = after[0] != before[0] or after[1] > before[1]
+        self.dispatch(None if more_work else connection)
+
+    def _queue_state(self) -> tuple[str | None, int]:
+        """The active job and how many of its tiles wait for a worker."""
+        with self.lock:
+            job = self.scheduler.active
+            return (job.id, len(job.pending)) if job else (None, 0)
 
     def _take_result(self, connection: Connection, result: Result) -> None:
         with self.lock:
