@@ -49,9 +49,11 @@ class RawClient:
     def send_message(self, message: Message) -> None:
         self.send(encode_frame(encode(message)))
 
-    def read(self) -> Message:
+    def read(self, timeout: float | None = None) -> Message:
         """The next message from the master; `Closed` if it hung up first."""
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         while not self._messages:
             if time.monotonic() > deadline:
                 raise TimeoutError("the master sent nothing in time")
@@ -67,8 +69,8 @@ class RawClient:
             ]
         return self._messages.pop(0)
 
-    def read_until(self, kind: type[Message]) -> Message:
-        while not isinstance(message := self.read(), kind):
+    def read_until(self, kind: type[Message], timeout: float | None = None) -> Message:
+        while not isinstance(message := self.read(timeout), kind):
             pass
         return message
 

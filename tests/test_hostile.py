@@ -119,11 +119,18 @@ class Arena:
         self.clients.clear()
 
     def leased_client(self, name: str = "hostile") -> tuple[RawClient, Assign]:
-        """A joined client holding a chunk."""
-        self.ensure_work()
-        client = self.connect(timeout=30)
+        """A joined client holding a chunk.
+
+        The healthy worker may take the last tiles of a job between the check
+        for work and the join, so the check is repeated while waiting.
+        """
+        client = self.connect()
         client.join(TOKEN, name)
-        return client, client.read_until(Assign)
+        for _ in range(30):
+            self.ensure_work()
+            with contextlib.suppress(TimeoutError):
+                return client, client.read_until(Assign, timeout=2)
+        raise AssertionError(f"no chunk for {name} within a minute")
 
 
 @pytest.fixture(scope="module")
