@@ -29,6 +29,8 @@ from fraktal.protocol.session import join_mac
 from fraktal.render.compute import compute_rect
 from fraktal.render.tiles import TileGrid
 
+MAX_MESSAGES = 1000
+
 
 class Closed(Exception):
     """The master closed the connection."""
@@ -70,9 +72,10 @@ class RawClient:
         return self._messages.pop(0)
 
     def read_until(self, kind: type[Message], timeout: float | None = None) -> Message:
-        while not isinstance(message := self.read(timeout), kind):
-            pass
-        return message
+        for _ in range(MAX_MESSAGES):
+            if isinstance(message := self.read(timeout), kind):
+                return message
+        raise AssertionError(f"no {kind.TYPE} among {MAX_MESSAGES} messages")
 
     def hello(self) -> Hello:
         hello = self.read()
@@ -90,20 +93,16 @@ class RawClient:
 
     def error_then_close(self) -> str:
         """Read up to the master's error frame, check it then hangs up."""
-        while True:
-            try:
-                message = self.read()
-            except Closed:
-                raise AssertionError(
-                    "the master closed without an error frame"
-                ) from None
-            if isinstance(message, Error):
-                break
         try:
-            while True:
+            error = self.read_until(Error)
+        except Closed:
+            raise AssertionError("the master closed without an error frame") from None
+        try:
+            for _ in range(MAX_MESSAGES):
                 self.read()
         except Closed:
-            return message.message
+            return error.message
+        raise AssertionError("the master kept talking after its error frame")
 
     def close(self) -> None:
         self.sock.close()

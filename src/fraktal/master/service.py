@@ -218,6 +218,9 @@ class Master:
         self.dispatch()
 
     def _commit_all(self) -> None:
+        # TODO: flush and fsync in a thread (each SYNC record then naming the
+        # journal offset it vouches for) once a slow disk makes this pause the
+        # event loop for long; a commit flushes about a second of results.
         self._last_commit = self.clock()
         with self.lock:
             for store in self.stores.values():
