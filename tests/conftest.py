@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from fraktal.master.service import Master, MasterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,14 +75,16 @@ class RunningMaster:
 
     def wait_for(
         self,
-        condition: Callable[[], bool],
+        condition: Callable[[], object],
         timeout: float = 60.0,
         what: str = "condition",
-    ) -> None:
+    ) -> object:
+        """Poll ``condition`` under the lock; return its first true value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.call(condition):
-                return
+            value = self.call(condition)
+            if value:
+                return value
             time.sleep(0.05)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
@@ -143,6 +147,56 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
     yield start
     for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        kill_group(process)
+
+
+def spawn_task_worker(
+    port: int,
+    task: str,
+    *,
+    name: str,
+    processes: int = 1,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """A worker process computing with a `chaos_tasks` function (see there)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    command = [
+        sys.executable,
+        str(TESTS / "chaos_worker.py"),
+        str(port),
+        task,
+        "--name",
+        name,
+        "--processes",
+        str(processes),
+    ]
+    stderr = open(log, "ab") if log else None  # noqa: SIM115 (the child owns it)
+    try:
+        return subprocess.Popen(
+            command, env=environment, stderr=stderr, start_new_session=True
+        )
+    finally:
+        if stderr:
+            stderr.close()
+
+
+@pytest.fixture
+def task_workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int, task: str, **options: object) -> subprocess.Popen[bytes]:
+        started.append(spawn_task_worker(port, task, **options))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for process in started:
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the process and its pool, even if it was stopped with SIGSTOP."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGCONT)
+    process.wait(10)

@@ -1,6 +1,7 @@
 """The streaming PNG writer, checked by decoding its files with Pillow."""
 
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -144,3 +145,38 @@ def test_a_finished_write_replaces_the_old_file(tmp_path, raw):
 
     assert path.read_bytes().startswith(SIGNATURE)
     assert [entry.name for entry in tmp_path.iterdir()] == ["poster.png"]
+
+
+def traced_peak_of_writing(tmp_path, height, width=1000):
+    """Bytes allocated at the peak of writing a memory-mapped image."""
+    path = tmp_path / f"raw-{height}.npy"
+    mapped = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float32, shape=(height, width)
+    )
+    for y in range(0, height, 512):
+        rows = np.arange(y, min(y + 512, height), dtype=np.float32)[:, None]
+        mapped[y : y + 512] = (rows * 0.3 + np.arange(width) * 0.7) % 900
+    mapped[::9, ::7] = -1.0
+    mapped.flush()
+    tracemalloc.start()
+    try:
+        write_png(
+            tmp_path / "big.png",
+            np.load(path, mmap_mode="r"),
+            "fire",
+            equalize=True,
+            metadata={},
+            strip_rows=64,
+        )
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_follows_the_strip_not_the_height_of_the_image(tmp_path):
+    short = traced_peak_of_writing(tmp_path, height=256)
+    tall = traced_peak_of_writing(tmp_path, height=8192)
+
+    whole_rgb = 8192 * 1000 * 3
+    assert tall < whole_rgb / 4
+    assert tall < 1.25 * short + 1_000_000

@@ -1,5 +1,7 @@
 """The wire protocol without sockets: both sessions paired in memory."""
 
+import struct
+
 import msgpack
 import numpy as np
 import pytest
@@ -24,7 +26,13 @@ from fraktal.protocol.messages import (
     decode,
     encode,
 )
-from fraktal.protocol.session import MasterSession, State, WorkerSession, join_mac
+from fraktal.protocol.session import (
+    HANDSHAKE_MAX_FRAME,
+    MasterSession,
+    State,
+    WorkerSession,
+    join_mac,
+)
 from fraktal.render.spec import make_spec
 
 SPEC = make_spec(
@@ -329,3 +337,61 @@ def test_compression_bomb_is_never_inflated_past_the_tile_size():
     assert len(bomb) < 300_000
     with pytest.raises(ProtocolError, match="exactly 8x8"):
         decode_tile(bomb, 8, 8, max_iter=10)
+
+
+def test_session_tells_how_much_of_a_frame_is_still_missing_its_end():
+    master, _, _ = handshake(None, None)
+    frame = encode_frame(encode(Heartbeat(1)))
+
+    assert master.receive(frame[:-2]) == []
+    assert master.buffered == len(frame) - 2
+    assert master.receive(frame[-2:]) == [Heartbeat(1)]
+    assert master.buffered == 0
+    assert master.receive(frame[:4]) == []  # a length prefix alone
+    assert master.buffered == 4
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", [1]])
+def test_version_must_be_the_integer_1_not_something_equal_to_it(version):
+    body = msgpack.packb({"v": version, "type": "heartbeat", "busy": 1})
+
+    with pytest.raises(ProtocolError, match=r"version .* is not supported"):
+        decode(body, WORKER_MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (list(range(65_537)), "max_array_len"),
+        ({str(i): i for i in range(33)}, "max_map_len"),
+        ("x" * 4001, "max_str_len"),
+    ],
+)
+def test_unpacker_refuses_containers_longer_than_any_message(value, match):
+    body = msgpack.packb({"v": 1, "type": "heartbeat", "busy": value})
+
+    with pytest.raises(ProtocolError, match=match):
+        decode(body, WORKER_MESSAGES)
+
+
+def test_frames_before_the_handshake_are_limited_to_a_few_kilobytes():
+    master = MasterSession(None)
+    big_join = Join("x" * 128, "h" * 128, 1, b"")
+    assert len(encode(big_join)) < HANDSHAKE_MAX_FRAME
+
+    with pytest.raises(FrameTooLarge, match="limit of 8192"):
+        master.receive(struct.pack(">I", HANDSHAKE_MAX_FRAME + 1))
+
+
+def test_full_frame_limit_applies_from_the_first_frame_after_the_handshake():
+    master = MasterSession(None)
+    worker = WorkerSession(None, "box", "box", 4096)
+    worker.receive(master.hello())
+    assign = Assign(1, "job", SPEC, tuple(range(4096)), 30.0)
+    frames = master.send(Welcome("w1", 2.0)) + master.send(assign)
+    assert len(master.send(assign)) > HANDSHAKE_MAX_FRAME
+
+    assert worker.receive(frames) == [Welcome("w1", 2.0), assign]
+    big_release = Release(tuple(range(5000)), False)
+    master.receive(worker.data_to_send())
+    assert master.receive(encode_frame(encode(big_release))) == [big_release]

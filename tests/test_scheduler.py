@@ -1,9 +1,12 @@
 """The scheduler's rules, driven by a fake clock: no sockets, no sleeping."""
 
+import math
+
 import pytest
 
 from fraktal.errors import ProtocolError, TransitionError
 from fraktal.master.scheduler import (
+    MAX_ENDED_WORKERS,
     JobStatus,
     Scheduler,
     TileState,
@@ -367,3 +370,34 @@ def test_events_are_numbered_in_order_and_survive_the_cap():
 
     assert [e.seq for e in scheduler.events] == [3, 4, 5]
     assert scheduler.events[-1].text.startswith("worker w5 (e on h")
+
+
+def test_only_the_last_thousand_ended_workers_are_remembered():
+    scheduler, job = make()
+    keeper = scheduler.register("keeper", "h", processes=1, now=0.0)
+    for n in range(MAX_ENDED_WORKERS + 5):
+        worker = scheduler.register(f"flap-{n}", "h", processes=1, now=n)
+        scheduler.next_chunk(worker.id, now=n)
+        scheduler.disconnect(worker.id, n, WorkerStatus.LOST, "EOF")
+
+    names = [w.name for w in scheduler.workers.values()]
+
+    assert len(names) == MAX_ENDED_WORKERS + 1
+    assert "keeper" in names and "flap-4" not in names and "flap-5" in names
+    assert scheduler.next_chunk(keeper.id, now=2000.0).tiles == (0,)
+    assert job.attempts.sum() == 0
+
+
+@pytest.mark.parametrize("seconds", [5e-324, 1e-300, 1e-12])
+def test_absurdly_small_compute_times_keep_chunk_sizes_finite(seconds):
+    spec = make_spec(width=800, height=800, tile_size=8, span=3.0, max_iter=50)
+    scheduler = Scheduler(max_chunk_tiles=4096)
+    scheduler.add_job(spec, now=0.0)
+    liar = scheduler.register("liar", "h", processes=4096, now=0.0)
+    honest = scheduler.register("honest", "h", processes=1, now=0.0)
+    finish(scheduler, liar, scheduler.next_chunk(liar.id, now=0.0), 1.0, seconds)
+
+    for worker in (liar, honest):
+        chunk = scheduler.next_chunk(worker.id, now=1.0)
+        assert 1 <= len(chunk.tiles) <= 4096
+    assert math.isfinite(liar.rate)

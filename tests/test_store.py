@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 
 from fraktal.errors import JobStoreError
-from fraktal.master.store import JobStore, read_journal
+from fraktal.master.store import (
+    JobStore,
+    read_history,
+    read_recovery,
+)
 from fraktal.render.spec import make_spec
 
-SPEC = make_spec(width=40, height=24, tile_size=8, span=3.0, max_iter=50)
+SPEC = make_spec(width=40, height=24, tile_size=8, span=3.0, max_iter=50)  # 15 tiles
+BOOT = bytes(range(16))
+REBOOTED = bytes(range(1, 17))
 
 
 def fill(store: JobStore, tile: int, value: float) -> None:
@@ -18,69 +24,144 @@ def fill(store: JobStore, tile: int, value: float) -> None:
     store.mark_done([tile])
 
 
+def reopen(tmp_path, boot=BOOT) -> JobStore:
+    return JobStore.open(tmp_path / "job", SPEC, boot=boot)
+
+
 def test_committed_tiles_survive_a_reopen_with_their_values(tmp_path):
-    store = JobStore.open(tmp_path / "job", SPEC)
+    store = reopen(tmp_path)
     fill(store, 0, 1.5)
     fill(store, 7, 2.5)
     assert store.commit() == 2
     del store  # a crash: nothing closed
 
-    again = JobStore.open(tmp_path / "job", SPEC)
+    again = reopen(tmp_path, boot=REBOOTED)
 
     assert again.journal_done == [0, 7]
     assert (again.raw[0:8, 0:8] == 1.5).all() and (again.raw[8:16, 16:24] == 2.5).all()
     again.close()
 
 
-def test_tiles_written_but_not_committed_are_not_claimed_done(tmp_path):
-    store = JobStore.open(tmp_path / "job", SPEC)
+def test_uncommitted_tiles_survive_a_killed_process_on_the_same_boot(tmp_path):
+    store = reopen(tmp_path)
+    fill(store, 0, 1.0)
+    store.commit()
+    fill(store, 1, 2.0)
+    del store  # SIGKILL: the page cache still holds the record and the values
+
+    again = reopen(tmp_path)
+
+    assert again.journal_done == [0, 1]
+    assert (again.raw[0:8, 8:16] == 2.0).all()
+    assert again.recovery.lost == 0 and again.recovery.same_boot
+
+
+def test_uncommitted_tiles_are_lost_after_a_reboot_and_counted(tmp_path):
+    store = reopen(tmp_path)
     fill(store, 0, 1.0)
     store.commit()
     fill(store, 1, 1.0)
+    fill(store, 2, 1.0)
 
-    assert JobStore.open(tmp_path / "job", SPEC).journal_done == [0]
+    again = reopen(tmp_path, boot=REBOOTED)
+
+    assert again.journal_done == [0]
+    assert again.recovery.lost == 2 and not again.recovery.same_boot
 
 
-def test_torn_last_batch_is_ignored_and_earlier_batches_kept(tmp_path):
-    store = JobStore.open(tmp_path / "job", SPEC)
+def test_leased_tiles_never_done_are_counted_in_flight(tmp_path):
+    store = reopen(tmp_path)
+    store.mark_leased((3, 4, 5))
     fill(store, 3, 1.0)
-    store.commit()
+    store.mark_leased((6,))
+
+    again = reopen(tmp_path)
+
+    assert again.recovery.done == [3]
+    assert again.recovery.in_flight == 3  # 4, 5 and 6
+
+
+def test_leases_of_an_earlier_session_are_not_counted_again(tmp_path):
+    store = reopen(tmp_path)
+    store.mark_leased((1, 2))
+    reopen(tmp_path).mark_leased((2,))
+
+    assert reopen(tmp_path).recovery.in_flight == 1
+
+
+def test_torn_last_record_is_cut_off_and_later_records_are_kept(tmp_path):
+    store = reopen(tmp_path)
+    fill(store, 3, 1.0)
     fill(store, 4, 1.0)
-    fill(store, 5, 1.0)
-    store.commit()
     store.close()
     journal = tmp_path / "job" / "done.journal"
     journal.write_bytes(journal.read_bytes()[:-3])
 
-    assert read_journal(journal, 15) == [3]
+    resumed = reopen(tmp_path)
+    fill(resumed, 9, 1.0)
+    resumed.close()
+
+    assert resumed.journal_done == [3, 4]
+    assert reopen(tmp_path).journal_done == [3, 4, 9]
 
 
-def test_corrupt_batch_stops_the_reading_there(tmp_path):
-    store = JobStore.open(tmp_path / "job", SPEC)
+def test_corrupt_record_stops_the_reading_there(tmp_path):
+    store = reopen(tmp_path)
     for tile in (1, 2, 3):
         fill(store, tile, 1.0)
-        store.commit()
     store.close()
     journal = tmp_path / "job" / "done.journal"
     data = bytearray(journal.read_bytes())
-    data[4 + 12 + 5] ^= 0xFF  # inside the second batch
+    second = data.index(bytes([1, 1, 0, 0, 0, 2, 0, 0, 0]))  # DONE [2]
+    data[second + 5] ^= 0xFF
 
     journal.write_bytes(bytes(data))
 
-    assert read_journal(journal, 15) == [1]
+    assert read_recovery(tmp_path / "job", SPEC, BOOT).done == [1]
 
 
 def test_tile_ids_beyond_the_grid_are_not_trusted(tmp_path):
-    store = JobStore.open(tmp_path / "job", SPEC)
-    fill(store, 14, 1.0)
-    store.commit()
+    store = reopen(tmp_path)
+    store.mark_done([3])
+    store.mark_done([15])
     store.close()
 
-    assert read_journal(tmp_path / "job" / "done.journal", 14) == []
+    assert read_recovery(tmp_path / "job", SPEC, BOOT).done == [3]
+
+
+def test_reading_the_recovery_changes_nothing(tmp_path):
+    store = reopen(tmp_path)
+    fill(store, 1, 1.0)
+    journal = tmp_path / "job" / "done.journal"
+    before = journal.read_bytes()
+
+    assert read_recovery(tmp_path / "job", SPEC, REBOOTED).done == []
+    assert journal.read_bytes() == before
+
+
+def test_history_tells_what_each_restart_found(tmp_path):
+    store = reopen(tmp_path)
+    store.mark_leased((0, 1))
+    fill(store, 0, 1.0)
+    reopen(tmp_path)
+
+    events = read_history(tmp_path / "job")
+
+    assert [e["event"] for e in events] == ["created", "resumed"]
+    assert events[0]["tiles"] == 15
+    assert (events[1]["done"], events[1]["in_flight"], events[1]["lost"]) == (1, 1, 0)
+
+
+def test_journal_of_the_old_format_is_refused_with_advice(tmp_path):
+    reopen(tmp_path).close()
+    (tmp_path / "job" / "done.journal").write_bytes(b"FKJ1")
+
+    with pytest.raises(JobStoreError, match=r"older fraktal.*delete the job folder"):
+        reopen(tmp_path)
 
 
 def test_folder_of_another_render_is_refused(tmp_path):
-    JobStore.open(tmp_path / "job", SPEC).close()
+    reopen(tmp_path).close()
     other = make_spec(width=40, height=24, tile_size=8, span=2.0, max_iter=50)
 
     with pytest.raises(JobStoreError, match="holds a different render"):
@@ -88,8 +169,8 @@ def test_folder_of_another_render_is_refused(tmp_path):
 
 
 def test_damaged_raw_file_is_refused_with_its_name(tmp_path):
-    JobStore.open(tmp_path / "job", SPEC).close()
+    reopen(tmp_path).close()
     (tmp_path / "job" / "raw.npy").write_bytes(b"junk")
 
     with pytest.raises(JobStoreError, match=r"raw\.npy"):
-        JobStore.open(tmp_path / "job", SPEC)
+        reopen(tmp_path)

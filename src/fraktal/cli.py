@@ -461,18 +461,18 @@ def worker(address, processes, token, name, stop_with_parent) -> None:
 def recolor(job_dir, palette, equalize, output) -> None:
     """Colour a finished job again from its raw results, without recomputing."""
     from fraktal.master.service import Output, write_outputs
-    from fraktal.master.store import JobStore, read_spec
+    from fraktal.master.store import open_raw, read_recovery, read_spec
+    from fraktal.render.tiles import TileGrid
 
     spec = read_spec(job_dir)
-    store = JobStore.open(job_dir, spec)
-    done, total = len(set(store.journal_done)), store.grid.count
-    store.close()
+    total = TileGrid(spec.view.width, spec.view.height, spec.tile_size).count
+    done = len(read_recovery(job_dir, spec).done)
     if done != total:
         raise UsageError(
             f"job in {str(job_dir)!r} is not finished ({done} of "
             f"{total} tiles done); run its master again to finish it"
         )
-    write_outputs(store, Output(output, palette, equalize))
+    write_outputs(spec, open_raw(job_dir, spec), Output(output, palette, equalize))
     click.echo(f"wrote {output}", err=True)
 
 

@@ -50,6 +50,8 @@ from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import TileGrid
 
 MAX_RETIRED_CHUNKS = 10_000
+MAX_ENDED_WORKERS = 1_000
+MIN_TILE_SECONDS = 1e-6  # no tile is computed faster, whatever a worker says
 
 
 class TileState(enum.IntEnum):
@@ -211,6 +213,7 @@ class Scheduler:
         self.queue: deque[str] = deque()
         self.active: Job | None = None
         self.workers: dict[str, Worker] = {}
+        self._ended_workers: deque[str] = deque()
         self.events: deque[Event] = deque(maxlen=max_events)
         self.finished_jobs: list[Job] = []
         self.totals = Totals()
@@ -318,6 +321,7 @@ class Scheduler:
             requeued += self._requeue(chunk, count_attempt=False, now=now)
         worker.connected, worker.ended = False, now
         worker.end_status, worker.reason = status, reason
+        self._forget_old_workers(worker_id)
         self._record(
             now,
             f"worker-{status.value}",
@@ -325,6 +329,17 @@ class Scheduler:
             f"{len(requeued)} tiles requeued",
         )
         return requeued
+
+    def _forget_old_workers(self, ended: str) -> None:
+        """Keep the last `MAX_ENDED_WORKERS` ended workers for people to see.
+
+        Without a bound, every connection that ever joined (a flapping worker,
+        a hostile peer on an open port) would stay in memory and in every
+        chunk-size computation.
+        """
+        self._ended_workers.append(ended)
+        while len(self._ended_workers) > MAX_ENDED_WORKERS:
+            del self.workers[self._ended_workers.popleft()]
 
     def heartbeat(self, worker_id: str, now: float) -> None:
         worker = self.workers[worker_id]
@@ -528,7 +543,10 @@ class Scheduler:
         self.totals.pixels_done += pixels
         self.totals.iterations += iterations
         if computed and compute_seconds > 0:
-            sample = computed * worker.processes / compute_seconds
+            # A worker's figure is not trusted to be sane: a tiny one (5e-324)
+            # made the rate infinite and every later chunk size NaN.
+            seconds = max(compute_seconds, computed * MIN_TILE_SECONDS)
+            sample = computed * worker.processes / seconds
             worker.rate = (
                 sample if worker.rate is None else 0.5 * (worker.rate + sample)
             )

@@ -2,7 +2,9 @@
 
 Bytes go through the connection's `MasterSession`, which refuses anything
 malformed. Any `ProtocolError` is answered with an error frame and ends this
-connection only; the worker's leased tiles go back to the queue at once.
+connection only; the worker's leased tiles go back to the queue at once. A
+peer that closes in the middle of a frame gets an error frame too (it may
+only have shut down its sending side), and the partial frame is discarded.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ async def handle_connection(
         writer.write(
             session.send(Welcome(connection.worker_id, master.config.heartbeat_seconds))
         )
-        master.dispatch()
+        master.dispatch(connection)
         status, reason = await _serve(master, connection, reader)
     except AuthenticationError as exc:
         logger.warning("%s: refused: %s", peer, exc)
@@ -64,6 +66,11 @@ async def handle_connection(
         )
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         reason = f"connection lost: {exc.__class__.__name__}"
+    except Exception:
+        who = f"worker {connection.worker_id}" if connection else peer
+        logger.exception("%s: closing after an internal error", who)
+        _say_goodbye(writer, session, "internal error in the master; see its log")
+        status, reason = WorkerStatus.DISCONNECTED, "internal error in the master"
     finally:
         master.connection_closed()
         if connection is not None:
@@ -74,6 +81,8 @@ async def handle_connection(
 async def _read_join(reader: asyncio.StreamReader, session: MasterSession) -> Join:
     while True:
         data = await reader.read(READ_BYTES)
+        if not data and session.buffered:
+            raise ProtocolError(_cut_short(session))
         if not data:
             raise ConnectionResetError("closed before joining")
         for message in session.receive(data):
@@ -87,6 +96,10 @@ async def _serve(
 ) -> tuple[WorkerStatus, str]:
     while True:
         data = await reader.read(READ_BYTES)
+        if not data and connection.session.buffered:
+            reason = _cut_short(connection.session)
+            _say_goodbye(connection.writer, connection.session, reason)
+            return WorkerStatus.LOST, reason
         if not data and connection.leaving:
             return WorkerStatus.LEFT, "handed its chunks back and left"
         if not data:
@@ -96,6 +109,13 @@ async def _serve(
                 return WorkerStatus.DISCONNECTED, f"worker error: {message.message}"
             master.handle(connection, message)
         await connection.writer.drain()
+
+
+def _cut_short(session: MasterSession) -> str:
+    return (
+        f"connection closed in the middle of a frame; the {session.buffered} "
+        f"bytes of it were discarded"
+    )
 
 
 def _say_goodbye(

@@ -28,7 +28,7 @@ import numpy as np
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
 from fraktal.master.scheduler import Job, JobStatus, Scheduler, TileState, WorkerStatus
-from fraktal.master.store import JobStore
+from fraktal.master.store import JobStore, Recovery, read_history
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
 from fraktal.protocol.messages import (
@@ -150,14 +150,8 @@ class Master:
             logger.info("job %s: already done, writing %s", job.id, output.png)
             self._loop.call_soon_threadsafe(self._write_picture, job)
             return job
-        if store.journal_done:
-            logger.info(
-                "job %s: resuming from %s, %d of %d tiles already done",
-                job.id,
-                folder,
-                job.resumed,
-                job.grid.count,
-            )
+        if store.recovery is not None:
+            _log_resume(job, folder, store.recovery)
         else:
             logger.info(
                 "job %s: %dx%d, centre %r%+ri, span %g, max-iter %d, "
@@ -293,42 +287,60 @@ class Master:
             self.stores.clear()
 
     async def _tick(self) -> None:
+        # The only thing that expires leases: it must outlive any one failure.
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            now = self.clock()
-            with self.lock:
-                expired = self.scheduler.expire(now)
-            for chunk in expired:
-                logger.warning(
-                    "worker %s: chunk %d (%d tiles) requeued after "
-                    "%.1f s without a result",
-                    chunk.worker_id,
-                    chunk.id,
-                    len(chunk.tiles),
-                    now - chunk.leased_at,
-                )
-            if now - self._last_commit >= COMMIT_SECONDS:
-                self._commit_all()
-            if now - self._last_progress >= self.config.progress_seconds:
-                self._log_progress(now)
-            self.dispatch()
+            try:
+                self._tick_once()
+            except Exception:
+                logger.exception("master: a periodic check failed; trying again")
+
+    def _tick_once(self) -> None:
+        now = self.clock()
+        with self.lock:
+            expired = self.scheduler.expire(now)
+        for chunk in expired:
+            logger.warning(
+                "worker %s: chunk %d (%d tiles) requeued after %.1f s without a result",
+                chunk.worker_id,
+                chunk.id,
+                len(chunk.tiles),
+                now - chunk.leased_at,
+            )
+        if now - self._last_commit >= COMMIT_SECONDS:
+            self._commit_all()
+        if now - self._last_progress >= self.config.progress_seconds:
+            self._log_progress(now)
+        self.dispatch()
 
     def _commit_all(self) -> None:
+        # TODO: flush and fsync in a thread (each SYNC record then naming the
+        # journal offset it vouches for) once a slow disk makes this pause the
+        # event loop for long; a commit flushes about a second of results.
         self._last_commit = self.clock()
         with self.lock:
             for store in self.stores.values():
                 store.commit()
 
-    def dispatch(self) -> None:
-        """Hand out work, tell workers about ended jobs, finish jobs."""
+    def dispatch(self, only: Connection | None = None) -> None:
+        """Hand out work, tell workers about ended jobs, finish jobs.
+
+        With ``only``, work is offered to that connection alone: enough after
+        a message that made room there and put no tile back in the queue, and
+        it keeps the cost of a message from growing with the number of
+        workers. The timer offers work to everyone a few times a second.
+        """
         assignments = []
+        targets = [only] if only else list(self.connections.values())
+        targets = [c for c in targets if not c.leaving]
         with self.lock:
             ended = list(self.scheduler.finished_jobs)
             self.scheduler.finished_jobs.clear()
-            for connection in self.connections.values():
+            for connection in targets:
                 while chunk := self.scheduler.next_chunk(
                     connection.worker_id, self.clock()
                 ):
+                    self.stores[chunk.job_id].mark_leased(chunk.tiles)
                     assignments.append((connection, chunk))
         for job in ended:
             self._job_ended(job)
@@ -349,22 +361,25 @@ class Master:
                 if job.status is not JobStatus.DONE:
                     connection.send(Drop(job.id))
         store = self.stores[job.id]
-        store.commit()
+        with self.lock:
+            store.commit()
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
             logger.info(
                 "job %s: all %d tiles done in %.1f s", job.id, job.grid.count, elapsed
             )
+            _record_finish(job, store)
             self._write_picture(job)
         elif job.status is JobStatus.FAILED:
             logger.error("job %s failed: %s", job.id, job.error)
+            store.record_history("failed", error=job.error)
         else:
             logger.info("job %s %s", job.id, job.status.value)
 
     def _write_picture(self, job: Job) -> None:
         output, store = self.outputs[job.id], self.stores[job.id]
         future = asyncio.get_running_loop().run_in_executor(
-            None, write_outputs, store, output
+            None, write_outputs, store.spec, store.raw, output
         )
         self._pending_pictures.add(future)
 
@@ -462,6 +477,7 @@ class Master:
     def handle(self, connection: Connection, message: Message) -> None:
         """Act on one checked message from a worker."""
         now = self.clock()
+        before = self._queue_state()
         if isinstance(message, Result):
             self._take_result(connection, message)
         elif isinstance(message, Heartbeat):
@@ -473,15 +489,24 @@ class Master:
                 self.scheduler.release(
                     connection.worker_id, message.chunks, now, message.leaving
                 )
-        self.dispatch()
+        after = self._queue_state()
+        more_work = after[0] != before[0] or after[1] > before[1]
+        self.dispatch(None if more_work else connection)
+
+    def _queue_state(self) -> tuple[str | None, int]:
+        """The active job and how many of its tiles wait for a worker."""
+        with self.lock:
+            job = self.scheduler.active
+            return (job.id, len(job.pending)) if job else (None, 0)
 
     def _take_result(self, connection: Connection, result: Result) -> None:
         with self.lock:
             chunk = self.scheduler.lookup_chunk(connection.worker_id, result.chunk)
             job = self.scheduler.jobs[chunk.job_id]
         values = {}
+        leased = set(chunk.tiles)
         for tile in result.done:
-            if tile.tile not in chunk.tiles:
+            if tile.tile not in leased:
                 raise ProtocolError(
                     f"result for chunk {chunk.id} has tile "
                     f"{tile.tile}, which is not in that chunk"
@@ -524,9 +549,8 @@ class Master:
             )
 
 
-def write_outputs(store: JobStore, output: Output) -> None:
+def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:
     """Write the PNG (and the raw copy) of a finished job."""
-    spec = store.spec
     metadata = {
         "Software": "fraktal",
         "fraktal:center": f"{spec.view.center_re!r},{spec.view.center_im!r}",
@@ -538,19 +562,56 @@ def write_outputs(store: JobStore, output: Output) -> None:
     if output.png is not None:
         write_png(
             output.png,
-            store.raw,
+            raw,
             output.palette,
             equalize=output.equalize,
             metadata=metadata,
         )
     if output.raw_copy is not None:
         copy = np.lib.format.open_memmap(
-            output.raw_copy, mode="w+", dtype=np.float32, shape=store.raw.shape
+            output.raw_copy, mode="w+", dtype=np.float32, shape=raw.shape
         )
-        for start in range(0, store.raw.shape[0], 1024):
-            copy[start : start + 1024] = store.raw[start : start + 1024]
+        for start in range(0, raw.shape[0], 1024):
+            copy[start : start + 1024] = raw[start : start + 1024]
         copy.flush()
         del copy
+
+
+def _log_resume(job: Job, folder: Path, recovery: Recovery) -> None:
+    logger.info(
+        "job %s: resuming from %s: %d of %d tiles already done; %d tiles were "
+        "in flight when the last master stopped and %d results were lost with "
+        "the machine, all computed again",
+        job.id,
+        folder,
+        job.resumed,
+        job.grid.count,
+        recovery.in_flight,
+        recovery.lost,
+    )
+
+
+def _record_finish(job: Job, store: JobStore) -> None:
+    """Log and keep in history.jsonl what restarts cost this job."""
+    resumes = [e for e in read_history(store.folder) if e.get("event") == "resumed"]
+    in_flight = sum(int(e.get("in_flight", 0)) for e in resumes)
+    received_twice = sum(int(e.get("lost", 0)) for e in resumes)
+    store.record_history(
+        "finished",
+        restarts=len(resumes),
+        in_flight_at_restarts=in_flight,
+        received_twice_across_restarts=received_twice,
+        duplicates_dropped=job.duplicates,
+    )
+    if resumes:
+        logger.info(
+            "job %s: across %d restarts, %d tiles in flight at a stop were "
+            "leased again and %d results were received twice",
+            job.id,
+            len(resumes),
+            in_flight,
+            received_twice,
+        )
 
 
 def wall_clock_offset() -> float:

@@ -7,25 +7,55 @@ Layout of a job folder:
     raw.npy        float32 (H, W) smooth iteration counts, memory-mapped and
                    written tile by tile as results arrive, so an image larger
                    than memory works
-    done.journal   which tiles are done: appended in batches, each batch with
-                   its own CRC, and fsync'd
+    done.journal   what happened, appended as it happens: each record is a
+                   kind, a count, that many 32-bit values and a CRC
+    history.jsonl  one line each time a master opens the folder or ends the
+                   job: tiles resumed, in flight at a crash, lost
 
-The rule that makes a crash cost nothing: a tile id reaches the journal only
-after its values were flushed to raw.npy. Every tile the journal names is
-therefore on disk. A batch torn by a crash fails its CRC; it and anything after
-it are ignored, and those tiles are simply computed again.
+Journal records:
+
+    DONE     tile ids whose values were written into raw.npy before the record
+    LEASED   tile ids handed to a worker
+    SYNC     raw.npy was flushed before this record and the journal fsync'd
+             after it: every record before it is on disk
+    SESSION  a master opened the folder; carries the machine's boot id
+
+Theory of operation
+-------------------
+Two kinds of crash need two rules.
+
+A killed master process (SIGKILL, the OOM killer, a bug) loses nothing it
+handed to the kernel: bytes given to ``write()`` and stores into the shared
+memory map sit in the page cache and reach the disk later. So a DONE record is
+written the moment a result is taken, without waiting for fsync, and a master
+started again on the same boot trusts every intact record. Only tiles that
+were in flight at the crash are computed again.
+
+A machine that goes down (power, kernel panic) keeps only what was fsync'd,
+and the disk may hold a DONE record without the tile values it names. After a
+reboot, which the boot id in the last SESSION record reveals, only records up
+to the last SYNC are trusted; the tiles of later DONE records are counted as
+lost and computed again. SYNC is written every second or so (`commit`).
+
+A record torn by the crash fails its CRC; it and everything after it are
+ignored, and the file is cut back to the last trusted record so that new
+records never follow untrusted ones.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
 import shutil
 import struct
 import time
+import uuid
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,90 +65,263 @@ from fraktal.render.tiles import Rect, TileGrid
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_MAGIC = b"FKJ1"
-_COUNT = struct.Struct("<I")
+JOURNAL_MAGIC = b"FKJ2"
+OLD_JOURNAL_MAGIC = b"FKJ1"
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 GIB = 1024**3
+
+_HEADER = struct.Struct("<BI")
+_CRC = struct.Struct("<I")
+_UNKNOWN_BOOT = bytes(16)
+
+
+class Record(enum.IntEnum):
+    DONE = 1
+    LEASED = 2
+    SYNC = 3
+    SESSION = 4
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One intact journal record and the offset just past it."""
+
+    kind: Record
+    values: np.ndarray
+    end: int
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a journal holds after its last master stopped, cleanly or not.
+
+    ``done`` lists the tiles whose values can be trusted, in journal order.
+    ``in_flight`` counts tiles leased by the last master and never reported
+    done: they were being computed when it stopped and will be again.
+    ``lost`` counts tiles whose results had arrived but were not yet safely on
+    disk when the machine went down; they will be computed and received again.
+    ``keep`` is the length of the journal's trusted part.
+    """
+
+    done: list[int]
+    in_flight: int
+    lost: int
+    same_boot: bool
+    keep: int
+
+
+def boot_id() -> bytes:
+    """This machine's boot id (16 bytes), or zeros if the system has none."""
+    try:
+        return uuid.UUID(BOOT_ID_FILE.read_text().strip()).bytes
+    except (OSError, ValueError):
+        return _UNKNOWN_BOOT
+
+
+def encode_record(kind: Record, values: list[int] | np.ndarray | bytes = ()) -> bytes:
+    """One journal record with its CRC."""
+    if isinstance(values, bytes):
+        payload = values
+    else:
+        payload = np.asarray(values, dtype="<u4").tobytes()
+    body = _HEADER.pack(kind, len(payload) // 4) + payload
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def scan_journal(data: bytes, tile_count: int) -> tuple[list[Entry], int]:
+    """Every intact record from the start, and the offset where they end."""
+    if not data.startswith(JOURNAL_MAGIC):
+        raise JobStoreError(_bad_magic_message(data))
+    entries: list[Entry] = []
+    offset = len(JOURNAL_MAGIC)
+    while offset + _HEADER.size <= len(data):
+        kind, count = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        end = start + 4 * count
+        if end + _CRC.size > len(data) or not _legal(kind, count):
+            break
+        (crc,) = _CRC.unpack_from(data, end)
+        if zlib.crc32(data[offset:end]) != crc:
+            break
+        values = np.frombuffer(data, dtype="<u4", count=count, offset=start)
+        if kind != Record.SESSION and values.size and values.max() >= tile_count:
+            break
+        offset = end + _CRC.size
+        entries.append(Entry(Record(kind), values, offset))
+    return entries, offset
+
+
+def _legal(kind: int, count: int) -> bool:
+    if kind == Record.SYNC:
+        return count == 0
+    if kind == Record.SESSION:
+        return count == 4
+    return kind in (Record.DONE, Record.LEASED)
+
+
+def _bad_magic_message(data: bytes) -> str:
+    if data.startswith(OLD_JOURNAL_MAGIC):
+        return (
+            "the journal was written by an older fraktal whose format this one "
+            "does not read; delete the job folder to compute the job afresh"
+        )
+    return "the journal is not a fraktal journal"
+
+
+def recover(entries: list[Entry], boot: bytes) -> Recovery:
+    """Decide which records to trust; see the module docstring for the rules."""
+    last_sync = max(
+        (i for i, e in enumerate(entries) if e.kind is Record.SYNC), default=-1
+    )
+    sessions = [e for e in entries if e.kind is Record.SESSION]
+    last_boot = sessions[-1].values.tobytes() if sessions else _UNKNOWN_BOOT
+    same_boot = boot != _UNKNOWN_BOOT and last_boot == boot
+    trusted = entries if same_boot else entries[: last_sync + 1]
+
+    done = _unique(e.values for e in trusted if e.kind is Record.DONE)
+    received = set(_unique(e.values for e in entries if e.kind is Record.DONE))
+    lost = len(received) - len(done)
+    last_start = max(
+        (i for i, e in enumerate(entries) if e.kind is Record.SESSION), default=0
+    )
+    leased = set(
+        _unique(e.values for e in entries[last_start:] if e.kind is Record.LEASED)
+    )
+    keep = trusted[-1].end if trusted else len(JOURNAL_MAGIC)
+    return Recovery(done, len(leased - received), lost, same_boot, keep)
+
+
+def _unique(arrays: Any) -> list[int]:
+    seen: dict[int, None] = {}
+    for values in arrays:
+        seen.update(dict.fromkeys(values.tolist()))
+    return list(seen)
 
 
 class JobStore:
     """The folder of one job; see the module docstring for the layout."""
 
     def __init__(
-        self, folder: Path, spec: RenderSpec, raw: np.memmap, journal_done: list[int]
+        self,
+        folder: Path,
+        spec: RenderSpec,
+        raw: np.memmap,
+        journal: int,
+        recovery: Recovery | None,
     ) -> None:
         self.folder = folder
         self.spec = spec
         self.raw = raw
         self.grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
-        self.journal_done = journal_done
-        self._batch: list[int] = []
+        self.recovery = recovery
+        self.journal_done = recovery.done if recovery else []
+        self._journal = journal
+        self._unsynced = 0
 
     @classmethod
-    def open(cls, folder: Path | str, spec: RenderSpec) -> JobStore:
-        """Create the job folder, or reopen it and read back what is done."""
+    def open(
+        cls, folder: Path | str, spec: RenderSpec, boot: bytes | None = None
+    ) -> JobStore:
+        """Create the job folder, or reopen it and recover what is done.
+
+        ``boot`` stands in for this machine's boot id in tests.
+        """
         folder = Path(folder)
-        params = folder / "job.json"
-        if params.exists():
-            return cls._reopen(folder, spec)
+        boot = boot_id() if boot is None else boot
+        if (folder / "job.json").exists():
+            return cls._reopen(folder, spec, boot)
 
         _check_space(folder, spec)
         folder.mkdir(parents=True, exist_ok=True)
         raw = _create_raw(folder / "raw.npy", spec)
-        (folder / "done.journal").write_bytes(JOURNAL_MAGIC)
-        _write_json(params, {"spec": spec.to_dict(), "created": time.time()})
-        return cls(folder, spec, raw, [])
+        path = folder / "done.journal"
+        path.write_bytes(JOURNAL_MAGIC)
+        store = cls(folder, spec, raw, _open_journal(path), None)
+        store._start_session(boot)
+        params = {"spec": spec.to_dict(), "created": time.time()}
+        _write_json(folder / "job.json", params)
+        _fsync_file(folder)
+        store.record_history("created", tiles=store.grid.count)
+        return store
 
     @classmethod
-    def _reopen(cls, folder: Path, spec: RenderSpec) -> JobStore:
+    def _reopen(cls, folder: Path, spec: RenderSpec, boot: bytes) -> JobStore:
         stored = read_spec(folder)
         if stored != spec:
             raise JobStoreError(
                 f"job folder {str(folder)!r} holds a different render "
                 f"({stored.to_dict()}); choose another folder"
             )
-        try:
-            raw = np.load(folder / "raw.npy", mmap_mode="r+")
-        except (OSError, ValueError) as exc:
-            raise JobStoreError(
-                f"cannot open {str(folder / 'raw.npy')!r}: {exc}"
-            ) from None
-        if raw.shape != (spec.view.height, spec.view.width) or raw.dtype != np.float32:
-            raise JobStoreError(
-                f"{str(folder / 'raw.npy')!r} holds {raw.dtype} {raw.shape}, "
-                f"expected float32 ({spec.view.height}, {spec.view.width})"
+        raw = _open_raw(folder, spec, "r+")
+        path = folder / "done.journal"
+        recovery = read_recovery(folder, spec, boot)
+        if recovery.keep < path.stat().st_size:
+            logger.warning(
+                "journal %s: %d bytes after the last trusted record dropped",
+                path,
+                path.stat().st_size - recovery.keep,
             )
-        grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
-        done = read_journal(folder / "done.journal", grid.count)
-        return cls(folder, spec, raw, done)
+            os.truncate(path, recovery.keep)
+
+        store = cls(folder, spec, raw, _open_journal(path), recovery)
+        _fsync_file(folder / "raw.npy")
+        store._start_session(boot)
+        store.record_history(
+            "resumed",
+            done=len(recovery.done),
+            in_flight=recovery.in_flight,
+            lost=recovery.lost,
+            same_boot=recovery.same_boot,
+        )
+        return store
+
+    def _start_session(self, boot: bytes) -> None:
+        os.write(self._journal, encode_record(Record.SESSION, boot))
+        os.write(self._journal, encode_record(Record.SYNC))
+        os.fsync(self._journal)
 
     def write_tile(self, rect: Rect, values: np.ndarray) -> None:
-        """Put a tile's values in place; it is durable after `commit`."""
+        """Put a tile's values in place; call `mark_done` after."""
         self.raw[rect.y : rect.y + rect.height, rect.x : rect.x + rect.width] = values
 
     def mark_done(self, tiles: list[int]) -> None:
-        """Remember tiles whose values were written, for the next commit."""
-        self._batch.extend(tiles)
+        """Journal tiles whose values were written: safe from a process crash
+        at once, from a machine crash after the next `commit`."""
+        if tiles:
+            os.write(self._journal, encode_record(Record.DONE, tiles))
+            self._unsynced += len(tiles)
+
+    def mark_leased(self, tiles: tuple[int, ...] | list[int]) -> None:
+        """Journal tiles handed to a worker, to count them after a crash."""
+        os.write(self._journal, encode_record(Record.LEASED, list(tiles)))
 
     @property
     def uncommitted(self) -> int:
-        return len(self._batch)
+        """Tiles marked done since the last `commit`."""
+        return self._unsynced
 
     def commit(self) -> int:
-        """Flush raw values, then journal the batch; returns tiles journaled."""
-        if not self._batch:
+        """Flush raw values, then mark the journal synced; returns tiles synced."""
+        if not self._unsynced:
             return 0
         self.raw.flush()
-        ids = np.asarray(self._batch, dtype="<u4").tobytes()
-        record = _COUNT.pack(len(self._batch)) + ids
-        with open(self.folder / "done.journal", "ab") as journal:
-            journal.write(record + _COUNT.pack(zlib.crc32(record)))
-            journal.flush()
-            os.fsync(journal.fileno())
-        count, self._batch = len(self._batch), []
+        os.write(self._journal, encode_record(Record.SYNC))
+        os.fsync(self._journal)
+        count, self._unsynced = self._unsynced, 0
         return count
 
+    def record_history(self, event: str, **figures: Any) -> None:
+        """Append one line to history.jsonl: what happened to this job, when."""
+        line = json.dumps({"time": round(time.time(), 3), "event": event, **figures})
+        with open(self.folder / "history.jsonl", "a") as history:
+            history.write(line + "\n")
+
     def close(self) -> None:
+        if self._journal < 0:
+            return
         self.commit()
+        os.close(self._journal)
+        self._journal = -1
 
 
 def read_spec(folder: Path | str) -> RenderSpec:
@@ -135,38 +338,66 @@ def read_spec(folder: Path | str) -> RenderSpec:
         raise JobStoreError(f"{str(path)!r} is unreadable: {exc}") from None
 
 
-def open_raw(folder: Path | str) -> np.memmap:
+def read_recovery(
+    folder: Path | str, spec: RenderSpec, boot: bytes | None = None
+) -> Recovery:
+    """What the journal of a job folder says is done; changes nothing."""
+    path = Path(folder) / "done.journal"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JobStoreError(f"cannot read {str(path)!r}: {exc}") from None
+    grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
+    try:
+        entries, _ = scan_journal(data, grid.count)
+    except JobStoreError as exc:
+        raise JobStoreError(f"{str(path)!r}: {exc}") from None
+    return recover(entries, boot_id() if boot is None else boot)
+
+
+def read_history(folder: Path | str) -> list[dict[str, Any]]:
+    """The events of history.jsonl; a line torn by a crash is skipped."""
+    path = Path(folder) / "history.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def open_raw(folder: Path | str, spec: RenderSpec) -> np.memmap:
     """The raw results of a job folder, read-only."""
-    return np.load(Path(folder) / "raw.npy", mmap_mode="r")
+    return _open_raw(Path(folder), spec, "r")
 
 
-def read_journal(path: Path, tile_count: int) -> list[int]:
-    """Tile ids of every intact batch; stops at the first torn or bad one."""
-    data = path.read_bytes() if path.exists() else b""
-    if not data.startswith(JOURNAL_MAGIC):
-        raise JobStoreError(f"{str(path)!r} is not a fraktal journal")
-    done: list[int] = []
-    offset = len(JOURNAL_MAGIC)
-    while offset + _COUNT.size <= len(data):
-        (count,) = _COUNT.unpack_from(data, offset)
-        end = offset + _COUNT.size * (count + 1)
-        if end + _COUNT.size > len(data):
-            break
-        (crc,) = _COUNT.unpack_from(data, end)
-        if zlib.crc32(data[offset:end]) != crc:
-            break
-        ids = np.frombuffer(data, dtype="<u4", count=count, offset=offset + 4)
-        if ids.size and int(ids.max()) >= tile_count:
-            break
-        done.extend(ids.tolist())
-        offset = end + _COUNT.size
-    if offset != len(data):
-        logger.warning(
-            "journal %s: %d bytes after the last intact batch ignored",
-            path,
-            len(data) - offset,
+def _open_raw(folder: Path, spec: RenderSpec, mode: str) -> np.memmap:
+    path = folder / "raw.npy"
+    try:
+        raw = np.load(path, mmap_mode=mode)
+    except (OSError, ValueError) as exc:
+        raise JobStoreError(f"cannot open {str(path)!r}: {exc}") from None
+    if raw.shape != (spec.view.height, spec.view.width) or raw.dtype != np.float32:
+        raise JobStoreError(
+            f"{str(path)!r} holds {raw.dtype} {raw.shape}, "
+            f"expected float32 ({spec.view.height}, {spec.view.width})"
         )
-    return done
+    return raw
+
+
+def _open_journal(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND)
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _check_space(folder: Path, spec: RenderSpec) -> None:

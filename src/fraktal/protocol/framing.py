@@ -38,18 +38,26 @@ class FrameReader:
         self._read_header()
 
     def frames(self) -> Iterator[bytes]:
-        """Yield every complete frame body buffered so far."""
-        while self._expected is not None and len(self._buffer) >= self._expected:
+        """Yield every complete frame body buffered so far.
+
+        The next frame's length prefix is checked only after the consumer is
+        done with the previous frame, so a limit it changes (see
+        `fraktal.protocol.session`) applies from the very next frame.
+        """
+        while True:
+            self._read_header()
+            if self._expected is None or len(self._buffer) < self._expected:
+                return
             body = bytes(self._buffer[: self._expected])
             del self._buffer[: self._expected]
             self._expected = None
-            self._read_header()
             yield body
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
+        """Bytes received but not yet returned as a frame, its prefix included."""
+        prefix = HEADER.size if self._expected is not None else 0
+        return prefix + len(self._buffer)
 
     def _read_header(self) -> None:
         if self._expected is not None or len(self._buffer) < HEADER.size:

@@ -5,7 +5,9 @@ and the message name under ``"type"``. Decoding checks everything before any
 other code sees the message: the version, that the type is one this side may
 receive, that the set of keys is exactly the expected one, and the type and
 range of every field. A frame from the network is data; nothing in it is ever
-executed or used to build objects other than the ones below.
+executed or used to build objects other than the ones below. The unpacker
+itself refuses strings, lists and maps longer than any message can hold, so a
+hostile frame cannot make it build them first.
 
 Master to worker: `Hello`, `Welcome`, `Assign`, `Drop`, `Error`.
 Worker to master: `Join`, `Result`, `Heartbeat`, `Release`, `Error`.
@@ -29,6 +31,8 @@ MAC_BYTES = 32
 MAX_NAME = 128
 MAX_TEXT = 1000
 MAX_TILES_PER_CHUNK = 65_536
+MAX_STR_BYTES = 4 * MAX_TEXT  # UTF-8 takes up to 4 bytes a character
+MAX_MAP_KEYS = 32
 MAX_ID = 2**53
 MAX_SECONDS = 1e7
 _JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -187,7 +191,7 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
     """Parse and check one frame body; raise `ProtocolError` on any fault."""
     data = _unpack(body)
     version = data.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(
             f"protocol version {version!r} is not supported; this side speaks "
             f"version {PROTOCOL_VERSION}"
@@ -210,9 +214,19 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
 
 
 def _unpack(body: bytes) -> dict[str, Any]:
+    # TODO: bound the objects a whole frame may unpack into, not only each
+    # container, if workers that hold the token must be distrusted: a 64 MiB
+    # frame of nested lists of nils briefly costs about 8 times its size.
     try:
         data = msgpack.unpackb(
-            body, raw=False, strict_map_key=True, use_list=True, max_ext_len=0
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_ext_len=0,
+            max_str_len=MAX_STR_BYTES,
+            max_array_len=MAX_TILES_PER_CHUNK,
+            max_map_len=MAX_MAP_KEYS,
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"frame is not valid MessagePack: {exc}") from None

@@ -11,6 +11,11 @@ Authentication is a challenge-response: the master's `Hello` carries a fresh
 random nonce and the worker answers with HMAC-SHA256(token, nonce and its
 name). The token never crosses the wire, and an answer recorded on one
 connection is worthless on the next, whose nonce differs.
+
+Until the handshake is over, frames are limited to `HANDSHAKE_MAX_FRAME`
+bytes: a peer that has proven nothing can make the other side buffer no more
+than that, however many connections it opens. The full limit (tile data can
+be large) applies from the first frame after the handshake.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from fraktal.protocol.messages import (
     encode,
 )
 
+HANDSHAKE_MAX_FRAME = 8192
+
 
 class State(enum.Enum):
     AWAIT_HELLO = "await hello"
@@ -53,9 +60,13 @@ def join_mac(token: str, nonce: bytes, name: str) -> bytes:
 class _Session:
     def __init__(self, accepts: dict[str, type[Message]], max_frame: int) -> None:
         self._accepts = accepts
-        self._reader = FrameReader(max_frame)
+        self._reader = FrameReader(min(max_frame, HANDSHAKE_MAX_FRAME))
         self.max_frame = max_frame
         self.state = State.CLOSED
+
+    def _activate(self) -> None:
+        self.state = State.ACTIVE
+        self._reader.max_frame = self.max_frame
 
     def send(self, message: Message) -> bytes:
         """The bytes that carry ``message``."""
@@ -75,6 +86,11 @@ class _Session:
                 break
             messages.extend(self._advance(message))
         return messages
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not make a whole frame yet."""
+        return self._reader.buffered
 
     def _advance(self, message: Message) -> list[Message]:
         raise NotImplementedError
@@ -106,7 +122,7 @@ class MasterSession(_Session):
     def _advance(self, message: Message) -> list[Message]:
         if self.state is State.AWAIT_JOIN and isinstance(message, Join):
             self._authenticate(message)
-            self.state = State.ACTIVE
+            self._activate()
             return [message]
         if self.state is State.ACTIVE and not isinstance(message, Join):
             return [message]
@@ -157,7 +173,7 @@ class WorkerSession(_Session):
             self.state = State.AWAIT_WELCOME
             return []
         if self.state is State.AWAIT_WELCOME and isinstance(message, Welcome):
-            self.state = State.ACTIVE
+            self._activate()
             return [message]
         if self.state is State.ACTIVE and not isinstance(message, (Hello, Welcome)):
             return [message]

@@ -22,7 +22,8 @@ import logging
 import os
 import random
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fraktal.errors import AuthenticationError, ProtocolError
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
@@ -58,8 +59,42 @@ class WorkerConfig:
     processes: int = 1
     name: str = f"{socket.gethostname()}-{os.getpid()}"
     retry_first: float = 0.5
-    retry_cap: float = 30.0
+    retry_cap: float = 5.0
     max_frame: int = DEFAULT_MAX_FRAME
+
+
+def _jitter() -> float:
+    return random.uniform(0.8, 1.2)
+
+
+@dataclass
+class Backoff:
+    """Pauses between attempts to reach the master.
+
+    The pause doubles from ``first`` up to ``cap``, and each is stretched or
+    shrunk by up to 20 % so that a cluster of workers does not come back in
+    lock step. The cap bounds how long a worker stays away after the master is
+    back: a master restarted after a crash has its workers within ``cap``
+    seconds (times 1.2), which is why it is a few seconds, not minutes.
+    """
+
+    first: float
+    cap: float
+    jitter: Callable[[], float] = _jitter
+    _next: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.first
+
+    def pause(self) -> float:
+        """The next pause, in seconds."""
+        pause = self._next * self.jitter()
+        self._next = min(self._next * 2, self.cap)
+        return pause
+
+    def reset(self) -> None:
+        """Start again from ``first``, after a connection that worked."""
+        self._next = self.first
 
 
 class Worker:
@@ -82,7 +117,7 @@ class Worker:
         would not fix that.
         """
         self._pool = TilePool(self.config.processes, self.task)
-        pause = self.config.retry_first
+        backoff = Backoff(self.config.retry_first, self.config.retry_cap)
         address = f"{self.config.host}:{self.config.port}"
         try:
             while not self.stopping.is_set():
@@ -91,6 +126,7 @@ class Worker:
                         self.config.host, self.config.port
                     )
                 except OSError as exc:
+                    pause = backoff.pause()
                     logger.info(
                         "master %s not reachable (%s); retrying in %.1f s",
                         address,
@@ -98,15 +134,17 @@ class Worker:
                         pause,
                     )
                 else:
-                    joined = await self._serve(reader, writer)
+                    if await self._serve(reader, writer):
+                        backoff.reset()
                     if self.stopping.is_set():
                         break
+                    pause = backoff.pause()
                     logger.warning(
-                        "connection to master %s ended; reconnecting", address
+                        "connection to master %s ended; reconnecting in %.1f s",
+                        address,
+                        pause,
                     )
-                    pause = self.config.retry_first if joined else pause
-                await self._sleep(pause * random.uniform(0.8, 1.2))
-                pause = min(pause * 2, self.config.retry_cap)
+                await self._sleep(pause)
         finally:
             self._pool.close()
 
@@ -157,7 +195,7 @@ class _Link:
         self.session = session
         self.writer = writer
         self.welcomed = False
-        self.chunks: dict[int, tuple[str, asyncio.Task[None]]] = {}
+        self.chunks: dict[int, tuple[Assign, asyncio.Task[None]]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -186,7 +224,7 @@ class _Link:
                 self._welcome(message)
             elif isinstance(message, Assign):
                 task = asyncio.create_task(self._compute(message))
-                self.chunks[message.chunk] = (message.job, task)
+                self.chunks[message.chunk] = (message, task)
             elif isinstance(message, Drop):
                 self._drop(message.job)
             elif isinstance(message, Error):
@@ -208,8 +246,8 @@ class _Link:
         logger.error("the master closed the connection: %s", text)
 
     def _drop(self, job: str) -> None:
-        for chunk, (chunk_job, task) in list(self.chunks.items()):
-            if chunk_job == job:
+        for chunk, (assign, task) in list(self.chunks.items()):
+            if assign.job == job:
                 task.cancel()
                 del self.chunks[chunk]
         logger.info("job %s ended; its chunks in hand were dropped", job)
@@ -277,6 +315,13 @@ class _Link:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
+        if self.chunks and not self.worker.stopping.is_set():
+            logger.warning(
+                "connection to the master lost with %d chunks (%d tiles) in "
+                "hand; they are dropped",
+                len(self.chunks),
+                sum(len(assign.tiles) for assign, _ in self.chunks.values()),
+            )
         await self._cancel_tasks()
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):

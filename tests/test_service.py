@@ -1,0 +1,47 @@
+"""Which workers the master offers work to after a message, without sockets."""
+
+from __future__ import annotations
+
+from fraktal.master.service import Master, MasterConfig, Output
+from fraktal.protocol.framing import FrameReader
+from fraktal.protocol.messages import MASTER_MESSAGES, Assign, Release, decode
+from fraktal.protocol.session import MasterSession
+from fraktal.render.spec import make_spec
+
+SPEC = make_spec(width=32, height=16, tile_size=8, span=3.0, max_iter=50)  # 8 tiles
+
+
+class Wire:
+    """Stands in for a connection's stream writer and keeps what was written."""
+
+    def __init__(self) -> None:
+        self.reader = FrameReader()
+
+    def write(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    def assigns(self) -> list[Assign]:
+        messages = [decode(b, MASTER_MESSAGES) for b in self.reader.frames()]
+        return [m for m in messages if isinstance(m, Assign)]
+
+
+def join(master: Master, name: str, processes: int):
+    wire = Wire()
+    connection = master.join(MasterSession(None), wire, name, "host", processes)
+    master.dispatch(connection)
+    return connection, wire
+
+
+def test_tiles_handed_back_by_a_leaving_worker_go_to_another_at_once(tmp_path):
+    master = Master(MasterConfig(jobs_dir=tmp_path))
+    master.submit(SPEC, Output(png=None))
+    leaving, leaving_wire = join(master, "leaving", processes=4)
+    _, idle_wire = join(master, "idle", processes=1)
+    chunks = leaving_wire.assigns()
+    assert sum(len(a.tiles) for a in chunks) == 8 and idle_wire.assigns() == []
+
+    master.handle(leaving, Release(tuple(a.chunk for a in chunks), leaving=True))
+
+    handed = [a.tiles for a in idle_wire.assigns()]
+    assert len(handed) == 2 and all(len(tiles) == 1 for tiles in handed)
+    assert leaving_wire.assigns() == []
