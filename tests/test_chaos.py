@@ -118,7 +118,7 @@ def test_stopped_worker_loses_its_chunk_and_its_late_result_does_no_harm(
     )
     before = running.call(lambda: (worker.tiles_done, job.duplicates))
     expired = [e.text for e in running.master.scheduler.events if "requeued" in e.text]
-    assert any(f"worker {worker.id}: chunk" in text for text in expired)
+    assert any(f"worker {worker.id} (sleeper): chunk" in text for text in expired)
     assert job.attempts.sum() >= 1
 
     os.killpg(sleeper.pid, signal.SIGCONT)
@@ -201,10 +201,14 @@ def test_result_cut_off_halfway_is_discarded_and_its_chunk_requeued(
     finish(running, job, tmp_path, LIGHT)
 
 
-def test_worker_joining_mid_job_gets_work_at_once(start_master, workers, tmp_path):
+def test_worker_joining_mid_job_gets_work_at_once(
+    start_master, workers, task_workers, tmp_path
+):
     running = start_master(target_seconds=0.5)
     job = running.master.submit(HEAVY, output(tmp_path))
-    workers(running.port, name="early")
+    # Paced so that the job outlasts the late worker's start-up however fast
+    # the kernel gets: 192 tiles of at least 50 ms each.
+    task_workers(running.port, "paced", name="early", env={"FRAKTAL_TEST_PACE": "0.05"})
     running.wait_for(lambda: job.done >= job.grid.count // 5, 90, "20% done")
 
     workers(running.port, name="late")
