@@ -97,12 +97,14 @@ def test_a_worker_killed_mid_chunk_three_times_costs_nothing(
 
 
 def test_stopped_worker_loses_its_chunk_and_its_late_result_does_no_harm(
-    start_master, workers, tmp_path
+    start_master, task_workers, tmp_path
 ):
     running = start_master(lease_seconds=3.0, target_seconds=0.5)
     job = running.master.submit(HEAVY, output(tmp_path))
-    sleeper = workers(running.port, name="sleeper")
-    workers(running.port, name="steady")
+    # Paced, so that the job outlasts the stopped worker's lease.
+    pace = {"FRAKTAL_TEST_PACE": "0.05"}
+    sleeper = task_workers(running.port, "paced", name="sleeper", env=pace)
+    task_workers(running.port, "paced", name="steady", env=pace)
     running.wait_for(lambda: holds_work(running, "sleeper"), 90, "sleeper busy")
 
     os.killpg(sleeper.pid, signal.SIGSTOP)

@@ -401,3 +401,15 @@ def test_absurdly_small_compute_times_keep_chunk_sizes_finite(seconds):
         chunk = scheduler.next_chunk(worker.id, now=1.0)
         assert 1 <= len(chunk.tiles) <= 4096
     assert math.isfinite(liar.rate)
+
+
+def test_short_leases_cap_chunks_so_the_pipeline_fits_in_half_a_lease():
+    spec = make_spec(width=800, height=800, tile_size=8, span=3.0, max_iter=50)
+    scheduler = Scheduler(target_seconds=2.0, lease_seconds=5.0)
+    scheduler.add_job(spec, now=0.0)
+    worker = scheduler.register("w", "h", processes=1, now=0.0)
+    finish(scheduler, worker, scheduler.next_chunk(worker.id, 0.0), 1.0, 0.01)
+
+    chunk = scheduler.next_chunk(worker.id, now=1.0)
+
+    assert len(chunk.tiles) == 125  # 100 tiles/s for 5 / (2 x 2) s, not 2 s

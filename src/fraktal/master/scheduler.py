@@ -206,6 +206,9 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.target_seconds = target_seconds
+        # A chunk waits behind the others in the worker's hand while its lease
+        # runs, so the whole pipeline must fit well inside one lease.
+        self._chunk_seconds = min(target_seconds, lease_seconds / (2 * pipeline_depth))
         self.pipeline_depth = pipeline_depth
         self.max_chunk_tiles = max_chunk_tiles
         self.unresponsive_after = unresponsive_after
@@ -417,7 +420,7 @@ class Scheduler:
         connected = [w for w in self.workers.values() if w.connected]
         total_rate = sum(w.rate or worker.rate for w in connected)
         seconds_left = len(job.pending) / total_rate
-        seconds = min(self.target_seconds, seconds_left / self.pipeline_depth)
+        seconds = min(self._chunk_seconds, seconds_left / self.pipeline_depth)
         return max(1, min(self.max_chunk_tiles, math.floor(worker.rate * seconds)))
 
     def expire(self, now: float) -> list[Chunk]:

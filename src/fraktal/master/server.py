@@ -12,16 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fraktal.errors import AuthenticationError, ProtocolError
 from fraktal.master.scheduler import WorkerStatus
-from fraktal.master.service import Connection, Master
-from fraktal.protocol.messages import Error, Join, Welcome
+from fraktal.protocol.messages import Error, Join, Message, Welcome
 from fraktal.protocol.session import MasterSession
+
+if TYPE_CHECKING:
+    from fraktal.master.service import Master
 
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
+
+
+@dataclass
+class Connection:
+    """A worker's live connection, as the dispatcher sees it."""
+
+    worker_id: str
+    session: MasterSession
+    writer: asyncio.StreamWriter
+    held_jobs: set[str] = field(default_factory=set)
+    leaving: bool = False
+
+    def send(self, message: Message) -> None:
+        self.writer.write(self.session.send(message))
 
 
 async def handle_connection(
@@ -66,6 +84,10 @@ async def handle_connection(
         )
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         reason = f"connection lost: {exc.__class__.__name__}"
+    except asyncio.CancelledError:
+        # Only Master.stop cancels a handler. Ending normally rather than
+        # cancelled keeps asyncio's stream callback from logging a traceback.
+        status, reason = WorkerStatus.DISCONNECTED, "the master stopped"
     except Exception:
         who = f"worker {connection.worker_id}" if connection else peer
         logger.exception("%s: closing after an internal error", who)

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
 from fraktal.master.scheduler import Job, JobStatus, Scheduler, TileState, WorkerStatus
+from fraktal.master.server import Connection, handle_connection
 from fraktal.master.store import JobStore, Recovery, read_history
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
@@ -81,20 +82,6 @@ class Output:
     raw_copy: Path | None = None
 
 
-@dataclass
-class Connection:
-    """A worker's live connection, as the dispatcher sees it."""
-
-    worker_id: str
-    session: MasterSession
-    writer: asyncio.StreamWriter
-    held_jobs: set[str] = field(default_factory=set)
-    leaving: bool = False
-
-    def send(self, message: Message) -> None:
-        self.writer.write(self.session.send(message))
-
-
 class Master:
     """Serves workers, keeps job folders, writes pictures; see module doc."""
 
@@ -119,6 +106,8 @@ class Master:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._open_sockets = 0
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.stopping = False
         self._pending_pictures: set[asyncio.Future[None]] = set()
         self._last_progress = 0.0
         self._last_commit = 0.0
@@ -154,7 +143,7 @@ class Master:
             _log_resume(job, folder, store.recovery)
         else:
             logger.info(
-                "job %s: %dx%d, centre %r%+ri, span %g, max-iter %d, "
+                "job %s: %dx%d, centre %r,%r, span %g, max-iter %d, "
                 "%d tiles, folder %s",
                 job.id,
                 spec.view.width,
@@ -260,11 +249,9 @@ class Master:
 
     async def start(self) -> None:
         """Listen for workers; `port` holds the bound port afterwards."""
-        from fraktal.master.server import handle_connection
-
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            lambda r, w: handle_connection(self, r, w),
+            self._serve_connection,
             self.config.host,
             self.config.port,
             limit=2**16,
@@ -273,12 +260,26 @@ class Master:
         self._ticker = asyncio.create_task(self._tick())
         self.dispatch()
 
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await handle_connection(self, reader, writer)
+        finally:
+            self._handlers.discard(task)
+
     async def stop(self) -> None:
+        """Close every connection, finish pictures, and flush the job folders."""
+        self.stopping = True
         self._ticker.cancel()
         if self._server is not None:
             self._server.close()
-        for connection in list(self.connections.values()):
-            connection.writer.close()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._pending_pictures:
             await asyncio.gather(*self._pending_pictures, return_exceptions=True)
         with self.lock:
@@ -464,7 +465,8 @@ class Master:
             requeued = self.scheduler.disconnect(
                 connection.worker_id, self.clock(), status, reason
             )
-        log = logger.info if status is WorkerStatus.LEFT else logger.warning
+        expected = status is WorkerStatus.LEFT or self.stopping
+        log = logger.info if expected else logger.warning
         log(
             "worker %s: %s (%s); %d tiles requeued",
             connection.worker_id,
@@ -472,7 +474,8 @@ class Master:
             reason,
             len(requeued),
         )
-        self.dispatch()
+        if not self.stopping:
+            self.dispatch()
 
     def handle(self, connection: Connection, message: Message) -> None:
         """Act on one checked message from a worker."""
@@ -612,8 +615,3 @@ def _record_finish(job: Job, store: JobStore) -> None:
             in_flight,
             received_twice,
         )
-
-
-def wall_clock_offset() -> float:
-    """Add to a monotonic time to get a Unix time (for display only)."""
-    return time.time() - time.monotonic()
