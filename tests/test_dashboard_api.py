@@ -7,6 +7,7 @@ own result path, as a worker's results would be.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
@@ -72,7 +73,8 @@ def compute_tiles(master, count):
         TileData(tile, encode_tile(compute_rect(job.spec, job.grid.rect(tile))[0]))
         for tile in chunk.tiles
     )
-    master._take_result(InlineWorker(worker.id), Result(chunk.id, data, (), 0.01, 1000))
+    result = Result(chunk.id, data, (), 0.01, 1000)
+    asyncio.run(master._take_result(InlineWorker(worker.id), result))
     return chunk.tiles
 
 

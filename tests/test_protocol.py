@@ -304,6 +304,14 @@ def test_assign_with_bad_render_parameters_is_refused(spec_change, match):
         decode(body, MASTER_MESSAGES)
 
 
+def test_assign_naming_a_tile_outside_the_grid_is_refused():
+    wire = Assign(1, "job", SPEC, (0,), 30.0).to_wire()
+    wire["tiles"] = [0, SPEC.grid.count]
+    body = msgpack.packb({"v": 1, "type": "assign", **wire})
+    with pytest.raises(ProtocolError, match=f"outside the job's {SPEC.grid.count}"):
+        decode(body, MASTER_MESSAGES)
+
+
 def test_tile_codec_round_trips_exact_values():
     values = np.array([[-1.0, 0.0, 3.25], [999.5, 12.0, -1.0]], dtype=np.float32)
     decoded = decode_tile(encode_tile(values), 2, 3, max_iter=1000)
@@ -387,7 +395,8 @@ def test_full_frame_limit_applies_from_the_first_frame_after_the_handshake():
     master = MasterSession(None)
     worker = WorkerSession(None, "box", "box", 4096)
     worker.receive(master.hello())
-    assign = Assign(1, "job", SPEC, tuple(range(4096)), 30.0)
+    big = make_spec(width=4096, height=4096, tile_size=64)
+    assign = Assign(1, "job", big, tuple(range(4096)), 30.0)
     frames = master.send(Welcome("w1", 2.0)) + master.send(assign)
     assert len(master.send(assign)) > HANDSHAKE_MAX_FRAME
 

@@ -74,11 +74,11 @@ def test_expired_lease_is_requeued_and_goes_to_another_worker():
 def test_disconnect_requeues_at_once_without_counting_an_attempt():
     scheduler, job = make()
     worker = scheduler.register("a", "h", processes=2, now=0.0)
-    chunk = scheduler.next_chunk(worker.id, now=0.0)
+    scheduler.next_chunk(worker.id, now=0.0)
 
     requeued = scheduler.disconnect(worker.id, 5.0, WorkerStatus.LOST, "EOF")
 
-    assert requeued == list(chunk.tiles)[::-1] or sorted(requeued) == [0, 1]
+    assert requeued == [0, 1] and list(job.pending)[:2] == [0, 1]
     assert job.count(TileState.LEASED) == 0
     assert job.attempts.sum() == 0
     assert scheduler.worker_status(worker, now=6.0) is WorkerStatus.LOST
@@ -161,7 +161,7 @@ def test_tile_that_expires_max_attempts_times_fails_the_job():
     worker = scheduler.register("a", "h", processes=10, now=0.0)
     scheduler.next_chunk(worker.id, now=0.0)
     scheduler.expire(now=1.0)
-    scheduler.heartbeat(worker.id, now=1.0)
+    scheduler.heartbeat(worker.id, now=1.0, busy=0)
     scheduler.next_chunk(worker.id, now=1.0)
     scheduler.expire(now=2.0)
 
@@ -319,9 +319,12 @@ def test_unresponsive_worker_gets_no_new_chunks_until_it_speaks_again():
     assert scheduler.worker_status(stopped, 10.0) is WorkerStatus.UNRESPONSIVE
     assert scheduler.next_chunk(stopped.id, now=10.0) is None
     assert job.attempts.sum() == 2
-    scheduler.heartbeat(stopped.id, now=11.0)
-    assert scheduler.worker_status(stopped, 11.0) is WorkerStatus.IDLE
-    assert scheduler.next_chunk(stopped.id, now=11.0) is not None
+    scheduler.heartbeat(stopped.id, now=11.0, busy=1)
+    assert scheduler.worker_status(stopped, 11.0) is WorkerStatus.UNRESPONSIVE
+    assert scheduler.next_chunk(stopped.id, now=11.0) is None
+    scheduler.heartbeat(stopped.id, now=12.0, busy=0)
+    assert scheduler.worker_status(stopped, 12.0) is WorkerStatus.IDLE
+    assert scheduler.next_chunk(stopped.id, now=12.0) is not None
 
 
 def test_silent_worker_is_unresponsive_after_the_heartbeat_window():
@@ -413,3 +416,58 @@ def test_short_leases_cap_chunks_so_the_pipeline_fits_in_half_a_lease():
     chunk = scheduler.next_chunk(worker.id, now=1.0)
 
     assert len(chunk.tiles) == 125  # 100 tiles/s for 5 / (2 x 2) s, not 2 s
+
+
+def test_worker_whose_lease_expired_does_not_lease_its_tiles_back_while_busy():
+    scheduler, _job = make(lease_seconds=10.0)
+    slow = scheduler.register("slow", "h", processes=2, now=0.0)
+    lost = scheduler.next_chunk(slow.id, now=0.0)
+    scheduler.expire(now=10.0)
+
+    scheduler.heartbeat(slow.id, now=11.0, busy=2)
+
+    assert scheduler.next_chunk(slow.id, now=11.0) is None
+    other = scheduler.register("other", "h", processes=2, now=11.0)
+    assert scheduler.next_chunk(other.id, now=11.0).tiles == lost.tiles
+    finish(scheduler, slow, lost, now=12.0)  # its late result clears it
+    assert scheduler.next_chunk(slow.id, now=12.0) is not None
+
+
+def test_cancelled_job_submitted_again_keeps_the_tiles_it_had_done():
+    scheduler, job = make()
+    worker = scheduler.register("a", "h", processes=3, now=0.0)
+    finish(scheduler, worker, scheduler.next_chunk(worker.id, now=0.0), now=1.0)
+    scheduler.cancel_job(job.id, now=2.0)
+
+    again = scheduler.add_job(SPEC, now=3.0)
+
+    assert again is not job and again.status is JobStatus.RUNNING
+    assert again.done == again.resumed == 3
+    assert scheduler.next_chunk(worker.id, now=3.0).tiles[0] == 3
+
+
+def test_ended_job_leaves_no_tile_leased_and_nothing_pending():
+    scheduler, job = make(max_attempts=1, lease_seconds=1.0)
+    worker = scheduler.register("a", "h", processes=4, now=0.0)
+    other = scheduler.register("b", "h", processes=2, now=0.0)
+    first = scheduler.next_chunk(worker.id, now=0.0)
+    scheduler.next_chunk(other.id, now=0.5)
+
+    expired = scheduler.expire(now=1.0)
+
+    assert expired == [first]
+    assert job.status is JobStatus.FAILED and "tile 0" in job.error
+    assert job.count(TileState.LEASED) == 0 and not job.pending
+    assert job.count(TileState.FAILED) == 1
+
+
+def test_chunks_are_capped_so_that_a_result_fits_in_one_frame():
+    spec = make_spec(width=4096, height=4096, tile_size=1024, span=3.0, max_iter=50)
+    scheduler = Scheduler(max_chunk_bytes=10 * 1024 * 1024)
+    scheduler.add_job(spec, now=0.0)
+    worker = scheduler.register("big", "h", processes=8, now=0.0)
+
+    probe = scheduler.next_chunk(worker.id, now=0.0)
+    assert len(probe.tiles) == 2  # 10 MiB hold two 4 MiB tiles, not eight
+    finish(scheduler, worker, probe, now=1.0, seconds=0.001)
+    assert len(scheduler.next_chunk(worker.id, now=1.0).tiles) == 2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chaos import LIGHT
 from fraktal.master.service import Output
 from fraktal.protocol.messages import Assign, Heartbeat
-from rawclient import RawClient
+from rawclient import Closed, RawClient
 
 
 def test_an_internal_error_ends_only_its_connection_with_an_error_frame(
@@ -15,7 +17,7 @@ def test_an_internal_error_ends_only_its_connection_with_an_error_frame(
     running.master.submit(LIGHT, Output(png=None))
     handle = running.master.handle
 
-    def broken_once(connection, message):
+    async def broken_once(connection, message):
         monkeypatch.setattr(running.master, "handle", handle)
         raise RuntimeError("a bug")
 
@@ -47,4 +49,16 @@ def test_leases_still_expire_after_a_periodic_check_failed(start_master, monkeyp
 
         running.wait_for(lambda: job.requeued > 0, 10, "the lease to expire")
 
-    assert running.master.scheduler.expire == expire
+
+def test_a_peer_that_never_joins_is_closed_after_the_handshake_time(
+    start_master, caplog
+):
+    running = start_master(handshake_seconds=0.5)
+    with RawClient(running.port) as idle:
+        idle.hello()
+
+        with pytest.raises(Closed):
+            idle.read(timeout=5.0)
+
+    assert "no join within" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fraktal.local import RenderFailed, raise_if_failed
 from fraktal.master.service import Master, MasterConfig, Output
 from fraktal.protocol.framing import FrameReader
 from fraktal.protocol.messages import MASTER_MESSAGES, Assign, Release, decode
@@ -40,8 +46,43 @@ def test_tiles_handed_back_by_a_leaving_worker_go_to_another_at_once(tmp_path):
     chunks = leaving_wire.assigns()
     assert sum(len(a.tiles) for a in chunks) == 8 and idle_wire.assigns() == []
 
-    master.handle(leaving, Release(tuple(a.chunk for a in chunks), leaving=True))
+    release = Release(tuple(a.chunk for a in chunks), leaving=True)
+    asyncio.run(master.handle(leaving, release))
 
     handed = [a.tiles for a in idle_wire.assigns()]
     assert len(handed) == 2 and all(len(tiles) == 1 for tiles in handed)
     assert leaving_wire.assigns() == []
+
+
+def test_relative_folders_become_absolute_so_downloads_work_from_anywhere(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    master = Master(MasterConfig(jobs_dir=Path("jobs")))
+
+    job = master.submit(SPEC, Output(png=Path("out.png"), raw_copy=Path("raw.npy")))
+
+    assert master.config.jobs_dir == tmp_path / "jobs"
+    assert master.outputs[job.id].png == tmp_path / "out.png"
+    assert master.outputs[job.id].raw_copy == tmp_path / "raw.npy"
+    assert master.folder_output(SPEC).png == tmp_path / "jobs" / job.id / "image.png"
+
+
+@pytest.mark.slow
+def test_a_picture_that_cannot_be_written_fails_the_render(
+    start_master, workers, tmp_path
+):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    running = start_master()
+    job = running.master.submit(SPEC, Output(png=folder / "x.png"))
+    folder.rmdir()
+    workers(running.port, name="w")
+
+    running.wait_for(
+        lambda: job.id in running.master.picture_errors, 60, "the picture to fail"
+    )
+
+    assert "No such file or directory" in running.master.picture_errors[job.id]
+    with pytest.raises(RenderFailed, match="writing the picture failed"):
+        raise_if_failed(running.master, job)

@@ -87,6 +87,14 @@ def test_make_spec_refuses_each_bad_value_and_names_the_allowed_range(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("field", ["span", "center_re", "center_im"])
+def test_an_integer_too_large_for_a_float_is_refused_in_one_short_line(field):
+    with pytest.raises(UsageError, match="must be a finite number") as caught:
+        make_spec(**{field: 10**400})
+
+    assert len(str(caught.value)) < 200
+
+
 def test_make_spec_refuses_a_span_float64_cannot_resolve():
     with pytest.raises(PrecisionError, match="below what float64 resolves"):
         make_spec(span=1e-13, width=1000)

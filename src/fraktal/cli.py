@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from fraktal.errors import AuthenticationError, FraktalError, UsageError
+from fraktal.errors import FraktalError, UsageError
 from fraktal.render.palette import DEFAULT_PALETTE, check_palette, palette_names
 from fraktal.render.spec import (
     DEFAULT_CENTER,
@@ -32,7 +32,7 @@ from fraktal.render.spec import (
     parse_size,
 )
 
-logger = logging.getLogger("fraktal")
+logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "mandelbrot_advanced.png"
 DEFAULT_WORKER_PORT = 65433
@@ -203,7 +203,7 @@ def cli(log_level: str) -> None:
     type=click.IntRange(1, 256),
     help="Local worker processes [default: the CPUs this process may use].",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar, only warnings.")
 def render(
     size,
     center,
@@ -225,9 +225,13 @@ def render(
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
     check_palette(palette)
+    _check_folder(output, "--output")
+    _check_folder(raw, "--raw")
     workers = workers or usable_cpus()
-    if not quiet:
-        logging.getLogger("fraktal").setLevel(logging.WARNING)
+    # The progress bar (or silence) says it all; warnings still show.
+    logging.getLogger("fraktal").setLevel(
+        max(logging.getLogger().level, logging.WARNING)
+    )
     seconds = render_locally(
         spec,
         Output(output, palette, equalize, raw),
@@ -328,19 +332,16 @@ def master(
     The web dashboard (http://localhost:5001 by default) shows the job, the
     workers and the picture as it fills in, and takes new jobs.
     """
-    from fraktal.dashboard.server import Dashboard, default_host, is_loopback
+    from fraktal.dashboard.server import Dashboard, default_host
     from fraktal.master.scheduler import JobStatus
     from fraktal.master.service import Master, MasterConfig, Output
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
+    check_palette(palette)
+    _check_folder(output, "--output")
+    _check_folder(raw, "--raw")
     host = host or default_host(token)
-    if not token and not is_loopback(host):
-        logger.warning(
-            "listening on %s without a token: anyone who reaches port %d "
-            "can join as a worker; set FRAKTAL_TOKEN",
-            host,
-            port,
-        )
+    _warn_if_open("workers", host, port, token, "join as a worker")
     config = MasterConfig(
         host=host,
         port=port,
@@ -352,43 +353,77 @@ def master(
         exit_when_done=exit_when_done,
     )
     service = Master(config)
-    check_palette(palette)
     dashboard = None
     if not no_dashboard:
         dashboard_host = dashboard_host or default_host(token)
-        if not token and not is_loopback(dashboard_host):
-            logger.warning(
-                "dashboard on %s without a token: anyone who reaches port %d "
-                "can submit and cancel jobs; set FRAKTAL_TOKEN",
-                dashboard_host,
-                dashboard_port,
-            )
+        _warn_if_open(
+            "dashboard", dashboard_host, dashboard_port, token, "submit and cancel jobs"
+        )
         dashboard = Dashboard(service, dashboard_host, dashboard_port, token)
     job = service.submit(spec, Output(output, palette, equalize, raw))
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, service.finished.set)
-        await service.start()
-        logger.info(
-            "master listening for workers on %s:%d%s",
-            host,
-            service.port,
-            " (token required)" if token else "",
-        )
-        if dashboard is not None:
-            dashboard.start()
-        try:
-            await service.finished.wait()
-        finally:
-            if dashboard is not None:
-                await asyncio.to_thread(dashboard.close)
-            await service.stop()
-
-    asyncio.run(serve())
+    asyncio.run(_serve_master(service, dashboard))
     if exit_when_done and job.status is not JobStatus.DONE:
         raise FraktalError(f"job {job.id} {job.status.value}: {job.error or ''}")
+    if exit_when_done and job.id in service.picture_errors:
+        raise FraktalError(
+            f"job {job.id}: writing the picture failed: "
+            f"{service.picture_errors[job.id]}"
+        )
+
+
+def _warn_if_open(
+    what: str, host: str, port: int, token: str | None, power: str
+) -> None:
+    from fraktal.dashboard.server import is_loopback
+
+    if not token and not is_loopback(host):
+        logger.warning(
+            "%s on %s:%d without a token: anyone who reaches it can %s; set "
+            "FRAKTAL_TOKEN",
+            what,
+            host,
+            port,
+            power,
+        )
+
+
+async def _serve_master(service: Any, dashboard: Any) -> None:
+    """Serve workers (and the dashboard) until the jobs end or a signal."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, service.finished.set)
+    config = service.config
+    try:
+        await service.start()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen for workers on {config.host}:{config.port}: "
+            f"{exc.strerror or exc}; choose another --port or --host"
+        ) from None
+    logger.info(
+        "master listening for workers on %s:%d%s",
+        config.host,
+        service.port,
+        " (token required)" if config.token else "",
+    )
+    if dashboard is not None:
+        dashboard.start()
+    try:
+        await service.finished.wait()
+    finally:
+        if dashboard is not None:
+            await asyncio.to_thread(dashboard.close)
+        await service.stop()
+
+
+def _check_folder(path: Path | None, option: str) -> None:
+    """Refuse an output file whose folder does not exist, before any work."""
+    if path is not None and not path.resolve().parent.is_dir():
+        raise UsageError(
+            f"{option} {str(path)!r}: the folder {str(path.resolve().parent)!r} "
+            f"does not exist; create it or choose another path"
+        )
 
 
 @cli.command()
@@ -462,10 +497,10 @@ def recolor(job_dir, palette, equalize, output) -> None:
     """Colour a finished job again from its raw results, without recomputing."""
     from fraktal.master.service import Output, write_outputs
     from fraktal.master.store import open_raw, read_recovery, read_spec
-    from fraktal.render.tiles import TileGrid
 
+    _check_folder(output, "--output")
     spec = read_spec(job_dir)
-    total = TileGrid(spec.view.width, spec.view.height, spec.tile_size).count
+    total = spec.grid.count
     done = len(read_recovery(job_dir, spec).done)
     if done != total:
         raise UsageError(
@@ -499,8 +534,6 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), exc.exit_code)
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except AuthenticationError as exc:
-        _fail(str(exc), 1)
     except FraktalError as exc:
         _fail(str(exc), 1)
     except KeyboardInterrupt:

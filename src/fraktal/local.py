@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fraktal.errors import FraktalError
-from fraktal.master.scheduler import JobStatus
+from fraktal.master.scheduler import Job, JobStatus
 from fraktal.master.service import Master, MasterConfig, Output
 from fraktal.render.spec import RenderSpec
 
@@ -78,8 +78,10 @@ async def _render(
         while not master.finished.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(master.finished.wait(), 0.2)
-            bar.update(job.done - bar.n)
-            if any(p.poll() is not None for p in processes) and not _alive(processes):
+            with master.lock:
+                done = job.done
+            bar.update(done - bar.n)
+            if not _alive(processes):
                 raise RenderFailed(
                     "every local worker process exited; see the messages above"
                 )
@@ -87,9 +89,19 @@ async def _render(
         bar.close()
         await asyncio.to_thread(_stop_workers, processes)
         await master.stop()
-    if job.status is not JobStatus.DONE:
-        raise RenderFailed(f"the render {job.status.value}: {job.error or 'stopped'}")
+    raise_if_failed(master, job)
     return loop.time() - started
+
+
+def raise_if_failed(master: Master, job: Job) -> None:
+    """Raise `RenderFailed` unless the job is done and its picture written."""
+    with master.lock:
+        status, error = job.status, job.error
+        picture_error = master.picture_errors.get(job.id)
+    if status is not JobStatus.DONE:
+        raise RenderFailed(f"the render {status.value}: {error or 'stopped'}")
+    if picture_error is not None:
+        raise RenderFailed(f"writing the picture failed: {picture_error}")
 
 
 def _start_worker(master: Master, index: int) -> subprocess.Popen[bytes]:

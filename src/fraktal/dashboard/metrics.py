@@ -14,7 +14,7 @@ COUNTERS = (
     ("tiles_done", "Tiles computed by workers and taken by the master."),
     ("pixels_done", "Pixels of the tiles taken by the master."),
     ("iterations", "Escape-time iterations computed by workers."),
-    ("tiles_requeued", "Tiles put back in the queue after a lease ended."),
+    ("tiles_requeued", "Tiles put back in the queue, for any reason."),
     ("leases_expired", "Chunks whose lease ran out before a result came."),
     ("tiles_failed", "Tiles a worker reported as failed."),
     ("duplicates", "Results dropped because the tile was already done."),

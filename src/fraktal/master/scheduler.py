@@ -131,7 +131,6 @@ class Completion:
     job_id: str
     accepted: tuple[int, ...]
     dropped: tuple[int, ...]
-    job_finished: bool
 
 
 @dataclass
@@ -200,6 +199,7 @@ class Scheduler:
         target_seconds: float = 2.0,
         pipeline_depth: int = 2,
         max_chunk_tiles: int = 4096,
+        max_chunk_bytes: int = 32 * 1024 * 1024,
         unresponsive_after: float = 6.0,
         max_events: int = 500,
     ) -> None:
@@ -211,6 +211,7 @@ class Scheduler:
         self._chunk_seconds = min(target_seconds, lease_seconds / (2 * pipeline_depth))
         self.pipeline_depth = pipeline_depth
         self.max_chunk_tiles = max_chunk_tiles
+        self.max_chunk_bytes = max_chunk_bytes
         self.unresponsive_after = unresponsive_after
         self.jobs: dict[str, Job] = {}
         self.queue: deque[str] = deque()
@@ -240,13 +241,12 @@ class Scheduler:
         ):
             return self.jobs[job_id]
 
-        job = Job(
-            job_id,
-            spec,
-            TileGrid(spec.view.width, spec.view.height, spec.tile_size),
-            created=now,
-        )
-        for tile in sorted(set(done_tiles)):
+        job = Job(job_id, spec, spec.grid, created=now)
+        done = set(done_tiles)
+        previous = self.jobs.get(job_id)
+        if previous is not None:  # cancelled or failed: keep what it computed
+            done.update(np.flatnonzero(previous.states == TileState.DONE).tolist())
+        for tile in sorted(done):
             self._move(job, tile, TileState.DONE)
         job.resumed = job.done
         job.pending = deque(np.flatnonzero(job.states == TileState.PENDING).tolist())
@@ -281,6 +281,8 @@ class Scheduler:
     def _end_job(self, job: Job, status: JobStatus, now: float, why: str) -> None:
         for chunk in [c for c in self._chunks.values() if c.job_id == job.id]:
             self._forget_chunk(chunk, retire=True)
+        for tile in job.lease_of:
+            self._move(job, tile, TileState.PENDING)
         job.lease_of.clear()
         job.pending.clear()
         job.status, job.finished = status, now
@@ -344,10 +346,18 @@ class Scheduler:
         while len(self._ended_workers) > MAX_ENDED_WORKERS:
             del self.workers[self._ended_workers.popleft()]
 
-    def heartbeat(self, worker_id: str, now: float) -> None:
+    def heartbeat(self, worker_id: str, now: float, busy: int) -> None:
+        """The worker is alive, computing ``busy`` tiles right now.
+
+        A worker that let a lease expire gets no new chunk until it reports a
+        result or says it is idle: otherwise it would lease the tiles it just
+        lost straight back, from the front of the queue, and queue them
+        behind the work it is still stuck on.
+        """
         worker = self.workers[worker_id]
         worker.last_seen = now
-        worker.expired_recently = False
+        if busy == 0:
+            worker.expired_recently = False
 
     def release(
         self,
@@ -414,21 +424,27 @@ class Scheduler:
         return chunk
 
     def _chunk_size(self, worker: Worker, job: Job) -> int:
+        # The result must fit in one frame; a tile's values are 4 bytes a
+        # pixel before compression, which never grows them by much.
+        tile_bytes = 4 * job.spec.tile_size**2
+        largest = max(1, min(self.max_chunk_tiles, self.max_chunk_bytes // tile_bytes))
         if worker.rate is None:
-            return max(1, worker.processes)
+            return min(largest, max(1, worker.processes))
 
         connected = [w for w in self.workers.values() if w.connected]
         total_rate = sum(w.rate or worker.rate for w in connected)
         seconds_left = len(job.pending) / total_rate
         seconds = min(self._chunk_seconds, seconds_left / self.pipeline_depth)
-        return max(1, min(self.max_chunk_tiles, math.floor(worker.rate * seconds)))
+        return max(1, min(largest, math.floor(worker.rate * seconds)))
 
     def expire(self, now: float) -> list[Chunk]:
         """Requeue every chunk whose lease ended; may fail a job."""
-        expired = [c for c in self._chunks.values() if c.deadline <= now]
-        for chunk in expired:
+        due = [c for c in self._chunks.values() if c.deadline <= now]
+        expired = []
+        for chunk in due:
             if chunk.id not in self._chunks:
-                continue
+                continue  # its job failed on an earlier chunk of this loop
+            expired.append(chunk)
             worker = self.workers[chunk.worker_id]
             worker.expired_recently = True
             self.totals.leases_expired += 1
@@ -446,10 +462,6 @@ class Scheduler:
                 why=f"its lease expired {self.max_attempts} times",
             )
         return expired
-
-    def next_deadline(self) -> float | None:
-        """When the next lease runs out, for the server's timer."""
-        return min((c.deadline for c in self._chunks.values()), default=None)
 
     # -- results ----------------------------------------------------------
 
@@ -490,11 +502,9 @@ class Scheduler:
             self._fail_attempt(job, chunk, tile, reason, now)
 
         self._credit(worker, job, accepted, compute_seconds, iterations, len(done))
-        job_finished = False
         if job.status is JobStatus.RUNNING and job.done == job.grid.count:
             self._end_job(job, JobStatus.DONE, now, "all tiles done")
-            job_finished = True
-        return Completion(job.id, tuple(accepted), tuple(dropped), job_finished)
+        return Completion(job.id, tuple(accepted), tuple(dropped))
 
     def lookup_chunk(self, worker_id: str, chunk_id: int) -> Chunk:
         """The chunk a result refers to, leased now or retired not long ago."""
@@ -580,10 +590,12 @@ class Scheduler:
     ) -> list[int]:
         job = self.jobs[chunk.job_id]
         self._forget_chunk(chunk, retire=count_attempt)
-        back = []
+        back: list[int] = []
         for tile in chunk.tiles:
+            if job.status is not JobStatus.RUNNING:
+                return back  # a tile used up its attempts and ended the job
             if job.lease_of.get(tile) != chunk.id:
-                continue  # taken by a late result, or the job ended meanwhile
+                continue  # taken by a late result
             del job.lease_of[tile]
             if not count_attempt or self._count_attempt(job, tile, now, why):
                 self._move(job, tile, TileState.PENDING)

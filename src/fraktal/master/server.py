@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from fraktal.errors import AuthenticationError, ProtocolError
 from fraktal.master.scheduler import WorkerStatus
-from fraktal.protocol.messages import Error, Join, Message, Welcome
+from fraktal.protocol.messages import MAX_TEXT, Error, Join, Message, Welcome
 from fraktal.protocol.session import MasterSession
 
 if TYPE_CHECKING:
@@ -78,12 +78,17 @@ async def handle_connection(
         logger.warning("%s: bad frame, closing: %s", who, exc)
         _say_goodbye(writer, session, str(exc))
         status, reason = WorkerStatus.DISCONNECTED, f"protocol error: {exc}"
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin before Python 3.11
         logger.warning(
             "%s: no join within %.0f s, closing", peer, master.config.handshake_seconds
         )
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        reason = f"connection lost: {exc.__class__.__name__}"
+        # A reset can follow the first half of a frame as well as an EOF can.
+        reason = (
+            _cut_short(session)
+            if session.buffered
+            else f"connection lost: {exc.__class__.__name__}"
+        )
     except asyncio.CancelledError:
         # Only Master.stop cancels a handler. Ending normally rather than
         # cancelled keeps asyncio's stream callback from logging a traceback.
@@ -129,7 +134,7 @@ async def _serve(
         for message in connection.session.receive(data):
             if isinstance(message, Error):
                 return WorkerStatus.DISCONNECTED, f"worker error: {message.message}"
-            master.handle(connection, message)
+            await master.handle(connection, message)
         await connection.writer.drain()
 
 
@@ -144,7 +149,7 @@ def _say_goodbye(
     writer: asyncio.StreamWriter, session: MasterSession, text: str
 ) -> None:
     with contextlib.suppress(ConnectionError, RuntimeError):
-        writer.write(session.send(Error(text[:900])))
+        writer.write(session.send(Error(text[:MAX_TEXT])))
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

@@ -19,7 +19,8 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ import numpy as np
 
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
-from fraktal.master.scheduler import Job, JobStatus, Scheduler, TileState, WorkerStatus
+from fraktal.master.scheduler import (
+    Completion,
+    Job,
+    JobStatus,
+    Scheduler,
+    TileState,
+    WorkerStatus,
+)
 from fraktal.master.server import Connection, handle_connection
 from fraktal.master.store import JobStore, Recovery, read_history
 from fraktal.protocol.codec import decode_tile
@@ -86,7 +94,8 @@ class Master:
     """Serves workers, keeps job folders, writes pictures; see module doc."""
 
     def __init__(self, config: MasterConfig, clock=time.monotonic) -> None:
-        self.config = config
+        # Absolute, so that the dashboard serves files wherever it runs from.
+        self.config = replace(config, jobs_dir=config.jobs_dir.resolve())
         self.clock = clock
         # Measured once, so that a moment always shows as the same wall time.
         self.wall_offset = time.time() - clock()
@@ -96,10 +105,12 @@ class Master:
             max_attempts=config.max_attempts,
             target_seconds=config.target_seconds,
             unresponsive_after=3 * config.heartbeat_seconds,
+            max_chunk_bytes=config.max_frame // 2,
         )
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
         self.written: dict[str, Path] = {}
+        self.picture_errors: dict[str, str] = {}
         self.connections: dict[str, Connection] = {}
         self.port: int | None = None
         self.finished = asyncio.Event()
@@ -109,6 +120,9 @@ class Master:
         self._handlers: set[asyncio.Task[None]] = set()
         self.stopping = False
         self._pending_pictures: set[asyncio.Future[None]] = set()
+        # One picture at a time: two colourings of one job write one file.
+        self._painter = ThreadPoolExecutor(1, thread_name_prefix="picture")
+        self._opening = threading.Lock()
         self._last_progress = 0.0
         self._last_commit = 0.0
 
@@ -120,21 +134,30 @@ class Master:
         A job already done in this master's life is not computed again; if
         it is asked for with another output, only its picture is rewritten.
         """
-        output = output or self.folder_output(spec)
-        with self.lock:
-            existing = self.scheduler.jobs.get(spec.key())
-            if existing and existing.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-                return existing
-            rewrite = (
-                existing is not None
-                and existing.status is JobStatus.DONE
-                and self.outputs.get(spec.key()) != output
-            )
-            folder = self.config.jobs_dir / spec.key()
-            store = self.stores.get(spec.key()) or JobStore.open(folder, spec)
-            self.stores[spec.key()] = store
-            self.outputs[spec.key()] = output
-            job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
+        output = _absolute(output or self.folder_output(spec))
+        key, folder = spec.key(), self.config.jobs_dir / spec.key()
+        with self._opening:
+            with self.lock:
+                existing = self.scheduler.jobs.get(key)
+                if existing and existing.status in (
+                    JobStatus.QUEUED,
+                    JobStatus.RUNNING,
+                ):
+                    return existing
+                store = self.stores.get(key)
+            # Opening may reserve gigabytes and read a long journal: never
+            # while the event loop and the dashboard wait for the lock.
+            store = store or JobStore.open(folder, spec)
+            with self.lock:
+                existing = self.scheduler.jobs.get(key)
+                rewrite = (
+                    existing is not None
+                    and existing.status is JobStatus.DONE
+                    and self.outputs.get(key) != output
+                )
+                self.stores[key] = store
+                self.outputs[key] = output
+                job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
         if rewrite and self._loop is not None:
             logger.info("job %s: already done, writing %s", job.id, output.png)
             self._loop.call_soon_threadsafe(self._write_picture, job)
@@ -282,6 +305,7 @@ class Master:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._pending_pictures:
             await asyncio.gather(*self._pending_pictures, return_exceptions=True)
+        self._painter.shutdown()
         with self.lock:
             for store in self.stores.values():
                 store.close()
@@ -342,17 +366,20 @@ class Master:
                     connection.worker_id, self.clock()
                 ):
                     self.stores[chunk.job_id].mark_leased(chunk.tiles)
-                    assignments.append((connection, chunk))
+                    spec = self.scheduler.jobs[chunk.job_id].spec
+                    assign = Assign(
+                        chunk.id,
+                        chunk.job_id,
+                        spec,
+                        chunk.tiles,
+                        self.config.lease_seconds,
+                    )
+                    assignments.append((connection, assign))
         for job in ended:
             self._job_ended(job)
-        for connection, chunk in assignments:
-            job = self.scheduler.jobs[chunk.job_id]
-            connection.held_jobs.add(job.id)
-            connection.send(
-                Assign(
-                    chunk.id, job.id, job.spec, chunk.tiles, self.config.lease_seconds
-                )
-            )
+        for connection, assign in assignments:
+            connection.held_jobs.add(assign.job)
+            connection.send(assign)
         self._check_finished()
 
     def _job_ended(self, job: Job) -> None:
@@ -361,8 +388,8 @@ class Master:
                 connection.held_jobs.discard(job.id)
                 if job.status is not JobStatus.DONE:
                     connection.send(Drop(job.id))
-        store = self.stores[job.id]
         with self.lock:
+            store = self.stores[job.id]
             store.commit()
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
@@ -380,7 +407,7 @@ class Master:
     def _write_picture(self, job: Job) -> None:
         output, store = self.outputs[job.id], self.stores[job.id]
         future = asyncio.get_running_loop().run_in_executor(
-            None, write_outputs, store.spec, store.raw, output
+            self._painter, write_outputs, store.spec, store.raw, output
         )
         self._pending_pictures.add(future)
 
@@ -390,6 +417,8 @@ class Master:
                 logger.error(
                     "job %s: writing the picture failed: %s", job.id, done.exception()
                 )
+                with self.lock:
+                    self.picture_errors[job.id] = str(done.exception())
             else:
                 with self.lock:
                     self.written[job.id] = output.png
@@ -413,9 +442,9 @@ class Master:
             if job is None:
                 return
             workers = sum(w.connected for w in self.scheduler.workers.values())
-            done, total = job.done, job.grid.count
+            done, total, resumed = job.done, job.grid.count, job.resumed
             elapsed = now - (job.started or now)
-        rate = (done - job.resumed) / elapsed if elapsed > 0 else 0.0
+        rate = (done - resumed) / elapsed if elapsed > 0 else 0.0
         eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "unknown"
         logger.info(
             "job %s: %.1f%% (%d/%d tiles), %d workers, ETA %s",
@@ -477,15 +506,15 @@ class Master:
         if not self.stopping:
             self.dispatch()
 
-    def handle(self, connection: Connection, message: Message) -> None:
+    async def handle(self, connection: Connection, message: Message) -> None:
         """Act on one checked message from a worker."""
         now = self.clock()
         before = self._queue_state()
         if isinstance(message, Result):
-            self._take_result(connection, message)
+            await self._take_result(connection, message)
         elif isinstance(message, Heartbeat):
             with self.lock:
-                self.scheduler.heartbeat(connection.worker_id, now)
+                self.scheduler.heartbeat(connection.worker_id, now, message.busy)
         elif isinstance(message, Release):
             connection.leaving = connection.leaving or message.leaving
             with self.lock:
@@ -502,22 +531,13 @@ class Master:
             job = self.scheduler.active
             return (job.id, len(job.pending)) if job else (None, 0)
 
-    def _take_result(self, connection: Connection, result: Result) -> None:
+    async def _take_result(self, connection: Connection, result: Result) -> None:
         with self.lock:
             chunk = self.scheduler.lookup_chunk(connection.worker_id, result.chunk)
-            job = self.scheduler.jobs[chunk.job_id]
-        values = {}
-        leased = set(chunk.tiles)
-        for tile in result.done:
-            if tile.tile not in leased:
-                raise ProtocolError(
-                    f"result for chunk {chunk.id} has tile "
-                    f"{tile.tile}, which is not in that chunk"
-                )
-            rect = job.grid.rect(tile.tile)
-            values[tile.tile] = decode_tile(
-                tile.data, rect.height, rect.width, job.spec.max_iter
-            )
+            spec = self.scheduler.jobs[chunk.job_id].spec
+        # Inflating and checking megabytes of tiles would stall every other
+        # connection; zlib and NumPy let go of the GIL while they work.
+        values = await asyncio.to_thread(_decode_result, result, chunk.tiles, spec)
 
         with self.lock:
             completion = self.scheduler.complete(
@@ -531,10 +551,15 @@ class Master:
             )
             store = self.stores[completion.job_id]
             for tile in completion.accepted:
-                store.write_tile(job.grid.rect(tile), values[tile])
+                store.write_tile(spec.grid.rect(tile), values[tile])
             store.mark_done(list(completion.accepted))
             if store.uncommitted >= COMMIT_TILES:
                 store.commit()
+        self._log_result(connection, result, completion)
+
+    def _log_result(
+        self, connection: Connection, result: Result, completion: Completion
+    ) -> None:
         logger.debug(
             "worker %s: chunk %d: %d tiles taken, %d already done, %d failed",
             connection.worker_id,
@@ -550,6 +575,34 @@ class Master:
                 failure.tile,
                 failure.reason,
             )
+
+
+def _decode_result(
+    result: Result, leased: tuple[int, ...], spec: RenderSpec
+) -> dict[int, np.ndarray]:
+    """Every tile of a result decoded and checked; raises `ProtocolError`."""
+    allowed = set(leased)
+    values = {}
+    for tile in result.done:
+        if tile.tile not in allowed:
+            raise ProtocolError(
+                f"result for chunk {result.chunk} has tile {tile.tile}, which is "
+                f"not in that chunk"
+            )
+        rect = spec.grid.rect(tile.tile)
+        values[tile.tile] = decode_tile(
+            tile.data, rect.height, rect.width, spec.max_iter
+        )
+    return values
+
+
+def _absolute(output: Output) -> Output:
+    """The output with absolute paths, fixed against the current folder."""
+    return replace(
+        output,
+        png=output.png.resolve() if output.png else None,
+        raw_copy=output.raw_copy.resolve() if output.raw_copy else None,
+    )
 
 
 def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:

@@ -6,8 +6,8 @@ numbers, strings and lists, never a reference into live scheduler state.
 
 The scheduler counts time in monotonic seconds, which mean nothing to a
 person; every moment in a snapshot is a Unix time instead, the monotonic
-value plus ``wall_offset``, which the caller measures once per snapshot so
-that all the moments in one snapshot agree with each other. Durations
+value plus ``wall_offset``, which the master measures once for its whole
+life so that all the moments it reports agree with each other. Durations
 (elapsed, ETA, heartbeat age) are plain seconds.
 """
 

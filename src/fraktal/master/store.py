@@ -61,7 +61,7 @@ import numpy as np
 
 from fraktal.errors import JobStoreError, UsageError
 from fraktal.render.spec import RenderSpec
-from fraktal.render.tiles import Rect, TileGrid
+from fraktal.render.tiles import Rect
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class JobStore:
         self.folder = folder
         self.spec = spec
         self.raw = raw
-        self.grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
+        self.grid = spec.grid
         self.recovery = recovery
         self.journal_done = recovery.done if recovery else []
         self._journal = journal
@@ -347,7 +347,7 @@ def read_recovery(
         data = path.read_bytes()
     except OSError as exc:
         raise JobStoreError(f"cannot read {str(path)!r}: {exc}") from None
-    grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
+    grid = spec.grid
     try:
         entries, _ = scan_journal(data, grid.count)
     except JobStoreError as exc:

@@ -278,8 +278,12 @@ def _list(d: dict[str, Any], key: str, limit: int) -> list[Any]:
 
 
 def _tile_id(value: Any) -> int:
+    return _id(value, "tile id")
+
+
+def _id(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_ID:
-        raise ProtocolError(f"tile id must be an integer >= 0, got {value!r:.80}")
+        raise ProtocolError(f"{what} must be an integer >= 0, got {value!r:.80}")
     return value
 
 
@@ -320,6 +324,10 @@ def _parse_assign(d: dict[str, Any]) -> Assign:
     tiles = tuple(_tile_id(t) for t in _list(d, "tiles", MAX_TILES_PER_CHUNK))
     if not tiles or len(set(tiles)) != len(tiles):
         raise ProtocolError("field 'tiles' must list distinct tile ids, at least one")
+    if max(tiles) >= spec.grid.count:
+        raise ProtocolError(
+            f"tile id {max(tiles)} is outside the job's {spec.grid.count} tiles"
+        )
     return Assign(
         chunk=_int(d, "chunk", 0, MAX_ID),
         job=job,
@@ -363,7 +371,7 @@ def _parse_heartbeat(d: dict[str, Any]) -> Heartbeat:
 def _parse_release(d: dict[str, Any]) -> Release:
     chunks = _list(d, "chunks", MAX_TILES_PER_CHUNK)
     return Release(
-        tuple(_int({"chunk": c}, "chunk", 0, MAX_ID) for c in chunks),
+        tuple(_id(chunk, "chunk id") for chunk in chunks),
         _bool(d, "leaving"),
     )
 

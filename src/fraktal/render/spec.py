@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from fraktal.errors import UsageError
+from fraktal.render.tiles import TileGrid
 from fraktal.render.view import View
 
 MAX_SIDE = 200_000
@@ -42,6 +43,11 @@ class RenderSpec:
     view: View
     max_iter: int
     tile_size: int = DEFAULT_TILE
+
+    @property
+    def grid(self) -> TileGrid:
+        """The tiles this render is cut into."""
+        return TileGrid(self.view.width, self.view.height, self.tile_size)
 
     def key(self) -> str:
         """A short stable name for this computation, used for job folders."""
@@ -139,24 +145,29 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
 
 
 def _real(name: str, value: object, limit: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name} must be a number, got {value!r}")
-    number = float(value)
+    number = _number(name, value)
     if not math.isfinite(number) or abs(number) > limit:
         raise UsageError(
             f"{name} must be a finite number from {-limit:g} to {limit:g}, "
-            f"got {value!r}"
+            f"got {value!r:.40}"
         )
     return number
 
 
 def _span(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"span must be a number, got {value!r}")
-    number = float(value)
+    number = _number("span", value)
     if not (math.isfinite(number) and 0 < number <= MAX_SPAN):
         raise UsageError(
             f"span must be a finite number above 0 and at most {MAX_SPAN:g}, "
-            f"got {value!r}"
+            f"got {value!r:.40}"
         )
     return number
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{name} must be a number, got {value!r:.40}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float is out of range
+        return math.inf

@@ -23,11 +23,12 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fraktal.errors import AuthenticationError, ProtocolError
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
 from fraktal.protocol.messages import (
+    MAX_TEXT,
     Assign,
     Drop,
     Error,
@@ -39,7 +40,6 @@ from fraktal.protocol.messages import (
     Welcome,
 )
 from fraktal.protocol.session import WorkerSession
-from fraktal.render.tiles import TileGrid
 from fraktal.worker.pool import Computed, Task, TilePool
 from fraktal.worker.task import compute_tile
 
@@ -102,6 +102,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig, task: Task = compute_tile) -> None:
         self.config = config
+        self.who = f"worker {config.name}"
         self.task = task
         self.stopping = asyncio.Event()
         self._pool: TilePool | None = None
@@ -116,7 +117,7 @@ class Worker:
         Raises `AuthenticationError` when the master refuses the token: waiting
         would not fix that.
         """
-        self._pool = TilePool(self.config.processes, self.task)
+        self._pool = TilePool(self.config.processes, self.task, self.who)
         backoff = Backoff(self.config.retry_first, self.config.retry_cap)
         address = f"{self.config.host}:{self.config.port}"
         try:
@@ -128,7 +129,8 @@ class Worker:
                 except OSError as exc:
                     pause = backoff.pause()
                     logger.info(
-                        "master %s not reachable (%s); retrying in %.1f s",
+                        "%s: master %s not reachable (%s); retrying in %.1f s",
+                        self.who,
                         address,
                         exc.strerror or exc,
                         pause,
@@ -140,7 +142,8 @@ class Worker:
                         break
                     pause = backoff.pause()
                     logger.warning(
-                        "connection to master %s ended; reconnecting in %.1f s",
+                        "%s: connection to master %s ended; reconnecting in %.1f s",
+                        self.who,
                         address,
                         pause,
                     )
@@ -170,10 +173,10 @@ class Worker:
         except AuthenticationError:
             raise
         except ProtocolError as exc:
-            logger.error("master sent something this worker cannot accept: %s", exc)
+            logger.error("%s: the master sent what it cannot accept: %s", self.who, exc)
             link.send_error(str(exc))
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            logger.info("connection to master lost: %s", exc)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            logger.info("%s: connection to the master lost: %s", self.who, exc)
         finally:
             await link.close()
         return link.welcomed
@@ -234,7 +237,8 @@ class _Link:
     def _welcome(self, welcome: Welcome) -> None:
         self.welcomed = True
         logger.info(
-            "joined master as %s with %d processes",
+            "%s: joined the master as %s with %d processes",
+            self.worker.who,
             welcome.worker_id,
             self.pool.processes,
         )
@@ -243,27 +247,27 @@ class _Link:
     def _master_error(self, text: str) -> None:
         if not self.welcomed:
             raise AuthenticationError(f"the master refused this worker: {text}")
-        logger.error("the master closed the connection: %s", text)
+        logger.error("%s: the master closed the connection: %s", self.worker.who, text)
 
     def _drop(self, job: str) -> None:
         for chunk, (assign, task) in list(self.chunks.items()):
             if assign.job == job:
                 task.cancel()
                 del self.chunks[chunk]
-        logger.info("job %s ended; its chunks in hand were dropped", job)
+        logger.info(
+            "%s: job %s ended; its chunks in hand were dropped", self.worker.who, job
+        )
 
     async def _compute(self, assign: Assign) -> None:
         spec = assign.spec.to_dict()
-        grid = TileGrid(
-            assign.spec.view.width, assign.spec.view.height, assign.spec.tile_size
-        )
+        grid = assign.spec.grid
         rects = [grid.rect(tile) for tile in assign.tiles]
         outcomes = await asyncio.gather(
             *(self.pool.run(spec, (r.x, r.y, r.width, r.height)) for r in rects)
         )
 
         done, failed, seconds, iterations = [], [], 0.0, 0
-        for tile, outcome in zip(assign.tiles, outcomes, strict=False):
+        for tile, outcome in zip(assign.tiles, outcomes, strict=True):
             if isinstance(outcome, Computed):
                 done.append(TileData(tile, outcome.data))
                 seconds += outcome.seconds
@@ -271,12 +275,25 @@ class _Link:
             else:
                 failed.append(TileFailure(tile, outcome.reason))
         self.chunks.pop(assign.chunk, None)
-        self.writer.write(
-            self.session.send(
-                Result(assign.chunk, tuple(done), tuple(failed), seconds, iterations)
-            )
-        )
+        result = Result(assign.chunk, tuple(done), tuple(failed), seconds, iterations)
+        self.writer.write(self._frame(result))
         await self.writer.drain()
+
+    def _frame(self, result: Result) -> bytes:
+        """The result's frame, or, if it is over the size limit, its failure.
+
+        The master sizes chunks so that this never happens; if it does, the
+        tiles are reported failed rather than the chunk left to expire.
+        """
+        try:
+            return self.session.send(result)
+        except ValueError as exc:
+            logger.error("%s: chunk %d: %s", self.worker.who, result.chunk, exc)
+            reason = f"the result did not fit in one frame: {exc}"
+            failed = [TileFailure(t.tile, reason) for t in result.done]
+            return self.session.send(
+                replace(result, done=(), failed=result.failed + tuple(failed))
+            )
 
     async def _beat(self, interval: float) -> None:
         while True:
@@ -294,7 +311,7 @@ class _Link:
         """
         chunks = tuple(self.chunks)
         await self._cancel_tasks()
-        logger.info("leaving: handing back %d chunks", len(chunks))
+        logger.info("%s: leaving, handing back %d chunks", self.worker.who, len(chunks))
         self.writer.write(self.session.send(Release(chunks, leaving=True)))
         await self.writer.drain()
         if self.writer.can_write_eof():
@@ -304,7 +321,7 @@ class _Link:
 
     def send_error(self, text: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
-            self.writer.write(self.session.send(Error(text[:900])))
+            self.writer.write(self.session.send(Error(text[:MAX_TEXT])))
 
     async def _cancel_tasks(self) -> None:
         tasks = [task for _, task in self.chunks.values()]
@@ -317,8 +334,9 @@ class _Link:
     async def close(self) -> None:
         if self.chunks and not self.worker.stopping.is_set():
             logger.warning(
-                "connection to the master lost with %d chunks (%d tiles) in "
+                "%s: connection to the master lost with %d chunks (%d tiles) in "
                 "hand; they are dropped",
+                self.worker.who,
                 len(self.chunks),
                 sum(len(assign.tiles) for assign, _ in self.chunks.values()),
             )

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from fraktal.protocol.messages import MAX_TEXT
 from fraktal.worker.task import compute_tile, start_process
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,11 @@ class Failed:
 class TilePool:
     """Runs at most ``processes`` tiles at once; see the module docstring."""
 
-    def __init__(self, processes: int, task: Task = compute_tile) -> None:
+    def __init__(
+        self, processes: int, task: Task = compute_tile, who: str = "worker"
+    ) -> None:
         self.processes = processes
+        self.who = who
         self.task = task
         self.busy = 0
         self._context = multiprocessing.get_context("spawn")
@@ -89,14 +93,15 @@ class TilePool:
         except BrokenProcessPool:
             raise
         except Exception as exc:  # the task's own error travels back as text
-            logger.warning("tile at %s failed: %r", rect[:2], exc)
-            return Failed(f"{exc.__class__.__name__}: {exc}"[:900])
+            logger.warning("%s: tile at %s failed: %r", self.who, rect[:2], exc)
+            return Failed(f"{exc.__class__.__name__}: {exc}"[:MAX_TEXT])
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if broken is self._executor:
             logger.warning(
-                "a pool process died; starting a new pool and "
-                "recomputing its tiles one by one"
+                "%s: a pool process died; starting a new pool and "
+                "recomputing its tiles one by one",
+                self.who,
             )
             broken.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor(self.processes)
@@ -109,7 +114,9 @@ class TilePool:
             return await self._attempt(solo, spec, rect)
         except BrokenProcessPool:
             logger.warning(
-                "tile at %s killed its process again; reporting it failed", rect[:2]
+                "%s: tile at %s killed its process again; reporting it failed",
+                self.who,
+                rect[:2],
             )
             return Failed("the tile's process died (crashed or was killed)")
         finally:
