@@ -36,6 +36,8 @@ def run(spec: RenderSpec, folder: Path) -> tuple[float, float]:
     """(seconds from cluster start to PNG, seconds of the job alone)."""
     from distributed import Client, LocalCluster, as_completed
 
+    # The client side of distributed sets its own loggers to INFO.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     started = time.perf_counter()
     with (
         LocalCluster(

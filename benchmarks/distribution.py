@@ -30,6 +30,7 @@ from fraktal.protocol.messages import Result, TileData, encode
 from fraktal.render.compute import compute_rect
 from fraktal.render.spec import RenderSpec, make_spec
 from fraktal.render.tiles import TileGrid
+from kernels import FULL_SIZE, QUICK_SIZE, VIEWS, view
 from table import Row
 
 HERE = Path(__file__).resolve().parent
@@ -223,22 +224,13 @@ def round_trip(chunks: int) -> list[float]:
     return json.loads(output)
 
 
-def measure(quick: bool) -> list[Row]:
-    rows = []
-    latencies = round_trip(200 if quick else 3000)
-    median = statistics.median(latencies) * 1e6
-    rows.append(
-        Row(
-            "distribution",
-            "chunk round trip on loopback (master's share, 1 tile of 64x64)",
-            median,
-            "us",
-            f"median of {len(latencies)}; 90th percentile "
-            f"{statistics.quantiles(latencies, n=10)[-1] * 1e6:.0f} us",
-            "< 100 us",
-            median < 100,
-        )
-    )
+def measure(quick: bool) -> tuple[list[Row], RenderRun]:
+    """The rows of this section, and the render run that dask is held to."""
+    rows = _round_trip_rows(quick)
+    for name in VIEWS:
+        spec = view(name, QUICK_SIZE if quick else FULL_SIZE)
+        _, tiles = in_process(spec)
+        rows.append(_bytes_row(f"{name} {spec.view.width}x{spec.view.height}", tiles))
 
     spec = heavy_view(quick)
     single, tiles = in_process(spec)
@@ -266,14 +258,39 @@ def measure(quick: bool) -> list[Row]:
             run.first_tile,
             "s",
         ),
+        _bytes_row(name, tiles),
+    ]
+    return rows, run
+
+
+def _bytes_row(name: str, tiles: list[np.ndarray]) -> Row:
+    per_pixel = wire_bytes_per_pixel(tiles)
+    return Row(
+        "distribution",
+        f"bytes on the wire per pixel, {name}",
+        per_pixel,
+        "B/px",
+        f"raw float32 is 4; result frames of {CHUNK_TILES} tiles of 64x64",
+        "<= 1.5",
+        per_pixel <= 1.5,
+    )
+
+
+def _round_trip_rows(quick: bool) -> list[Row]:
+    rows = []
+    latencies = round_trip(200 if quick else 3000)
+    median = statistics.median(latencies) * 1e6
+    rows.append(
         Row(
             "distribution",
-            f"bytes on the wire per pixel, {name}",
-            wire_bytes_per_pixel(tiles),
-            "B/px",
-            f"raw float32 is 4; result frames of {CHUNK_TILES} tiles",
-            "<= 1.5",
-            wire_bytes_per_pixel(tiles) <= 1.5,
-        ),
-    ]
-    return rows, run, single
+            "chunk round trip on loopback (master's share, 1 tile of 64x64)",
+            median,
+            "us",
+            f"median of {len(latencies)}; 90th percentile "
+            f"{statistics.quantiles(latencies, n=10)[-1] * 1e6:.0f} us",
+            "< 100 us",
+            median < 100,
+        )
+    )
+
+    return rows

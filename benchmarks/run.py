@@ -40,7 +40,7 @@ def main() -> None:
 
     rows = kernels.measure(quick, repeat)
     rows += shortcuts.measure(quick, repeat)
-    distribution_rows, render_run, _ = distribution.measure(quick)
+    distribution_rows, render_run = distribution.measure(quick)
     rows += distribution_rows
     rows += dask_job.measure(distribution.heavy_view(quick), render_run.seconds)
     rows += footprint.memory(quick)
