@@ -47,6 +47,8 @@ class RenderRun:
     first_tile: float
     master_peak: int
     worker_peak: int
+    cpu_seconds: float
+    others_cores: float
 
 
 def heavy_view(quick: bool) -> RenderSpec:
@@ -89,6 +91,7 @@ def run_render(spec: RenderSpec, workers: int, folder: Path) -> RenderRun:
         *render_arguments(spec),
     ]
     raw_path = folder / "jobs" / spec.key() / "raw.npy"
+    busy_before = _machine_busy_seconds()
     started = time.perf_counter()
     log = folder / "render.log"
     with open(log, "wb") as stderr:
@@ -98,6 +101,7 @@ def run_render(spec: RenderSpec, workers: int, folder: Path) -> RenderRun:
         watcher.poll(time.perf_counter() - started)
         time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - started
+    busy = _machine_busy_seconds() - busy_before
     if process.returncode != 0:
         raise RuntimeError(
             f"fraktal render exited with {process.returncode}: {log.read_text()}"
@@ -107,6 +111,8 @@ def run_render(spec: RenderSpec, workers: int, folder: Path) -> RenderRun:
         watcher.first_tile if watcher.first_tile is not None else seconds,
         watcher.peaks.get(process.pid, 0),
         max((v for pid, v in watcher.peaks.items() if pid != process.pid), default=0),
+        sum(watcher.cpu.values()),
+        max(0.0, busy - sum(watcher.cpu.values())) / seconds,
     )
 
 
@@ -118,6 +124,7 @@ class _Watcher:
         self.raw: np.ndarray | None = None
         self.first_tile: float | None = None
         self.peaks: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
         self._polls = 0
 
     def poll(self, now: float) -> None:
@@ -126,6 +133,7 @@ class _Watcher:
         if self._polls % 10 == 0:
             for pid in [self.pid, *_descendants(self.pid)]:
                 self.peaks[pid] = max(self.peaks.get(pid, 0), _peak_rss(pid))
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), _cpu_seconds(pid))
         self._polls += 1
 
     def _any_tile_done(self) -> bool:
@@ -158,6 +166,24 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot."""
+    with open("/proc/stat") as stat:
+        ticks = [int(n) for n in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -169,12 +195,12 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def in_process(spec: RenderSpec) -> tuple[float, list[np.ndarray]]:
-    """Wall seconds to compute every tile here on one core, and the tiles."""
+def in_process(spec: RenderSpec) -> tuple[float, float, list[np.ndarray]]:
+    """Wall and CPU seconds to compute every tile here on one core, the tiles."""
     grid = TileGrid(spec.view.width, spec.view.height, spec.tile_size)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     tiles = [compute_rect(spec, grid.rect(t))[0] for t in range(grid.count)]
-    return time.perf_counter() - started, tiles
+    return time.perf_counter() - started, time.thread_time() - cpu_started, tiles
 
 
 def wire_bytes_per_pixel(tiles: list[np.ndarray]) -> float:
@@ -229,11 +255,11 @@ def measure(quick: bool) -> tuple[list[Row], RenderRun]:
     rows = _round_trip_rows(quick)
     for name in VIEWS:
         spec = view(name, QUICK_SIZE if quick else FULL_SIZE)
-        _, tiles = in_process(spec)
+        *_, tiles = in_process(spec)
         rows.append(_bytes_row(f"{name} {spec.view.width}x{spec.view.height}", tiles))
 
     spec = heavy_view(quick)
-    single, tiles = in_process(spec)
+    single, single_cpu, tiles = in_process(spec)
     with tempfile.TemporaryDirectory() as folder:
         run = run_render(spec, 2, Path(folder))
     v = spec.view
@@ -241,16 +267,31 @@ def measure(quick: bool) -> tuple[list[Row], RenderRun]:
     efficiency = single / (2 * run.seconds)
     computing = single / (2 * (run.seconds - run.first_tile))
     rows += [
-        Row("distribution", f"in-process kernel, one core, {name}", single, "s"),
+        Row(
+            "distribution",
+            f"in-process kernel, one core, {name}",
+            single,
+            "s",
+            f"{single_cpu:.2f} s of CPU",
+        ),
         Row(
             "distribution",
             f"`fraktal render --workers 2`, {name}",
             run.seconds,
             "s",
             f"parallel efficiency {efficiency:.0%} of 2 cores on the whole "
-            f"command, {computing:.0%} after the first tile",
+            f"command, {computing:.0%} after the first tile; other processes "
+            f"kept {run.others_cores:.2f} cores busy meanwhile",
             ">= 90 %",
             efficiency >= 0.9,
+        ),
+        Row(
+            "distribution",
+            f"CPU time of `fraktal render --workers 2`, all processes, {name}",
+            run.cpu_seconds,
+            "s",
+            f"{single_cpu / run.cpu_seconds:.0%} of it is the in-process "
+            f"kernel's CPU time",
         ),
         Row(
             "distribution",

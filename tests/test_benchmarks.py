@@ -36,6 +36,7 @@ ROWS = [
     ("distribution", "bytes on the wire per pixel, boundary"),
     ("distribution", "in-process kernel, one core"),
     ("distribution", "`fraktal render --workers 2`"),
+    ("distribution", "CPU time of `fraktal render --workers 2`"),
     ("distribution", "time to the first finished tile"),
     ("distribution", "bytes on the wire per pixel, 128x128 deep boundary"),
     ("distribution", "dask.distributed LocalCluster"),

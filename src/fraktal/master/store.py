@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fraktal.errors import JobStoreError, UsageError
+from fraktal.render.paging import release
 from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import Rect, TileGrid
 
@@ -108,6 +109,7 @@ class JobStore:
         if not self._batch:
             return 0
         self.raw.flush()
+        release(self.raw)
         ids = np.asarray(self._batch, dtype="<u4").tobytes()
         record = _COUNT.pack(len(self._batch)) + ids
         with open(self.folder / "done.journal", "ab") as journal:
