@@ -53,7 +53,7 @@ class RenderRun:
 
 def heavy_view(quick: bool) -> RenderSpec:
     """Deep in the boundary with a high limit: worth distributing."""
-    size = 128 if quick else 2048
+    size = 128 if quick else 4096
     return make_spec(
         width=size,
         height=size,

@@ -6,6 +6,11 @@ whose parent was killed exits within a second instead of lingering as an
 orphan), and loads the kernel so the first tile is not slowed by compiling.
 `compute_tile` computes one tile and encodes it for the wire, so compression
 runs in parallel on every core.
+
+Both import the kernel (and so Numba) when they first run, not when this
+module is imported: the worker's main process imports this module to hand
+its functions to the pool, and loading Numba there would cost every worker
+half a second of CPU at start-up for nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import threading
 import time
 
 from fraktal.protocol.codec import encode_tile
-from fraktal.render.compute import compute_rect, warm_up
 from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import Rect
 
@@ -29,6 +33,8 @@ def start_process(parent_pid: int) -> None:
     threading.Thread(
         target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch"
     ).start()
+    from fraktal.render.compute import warm_up
+
     warm_up()
 
 
@@ -42,6 +48,8 @@ def compute_tile(
     spec: dict[str, object], rect: tuple[int, int, int, int]
 ) -> tuple[bytes, int, float]:
     """Encoded values, iteration count and seconds spent for one tile."""
+    from fraktal.render.compute import compute_rect
+
     started = time.perf_counter()
     values, iterations = compute_rect(RenderSpec.from_dict(spec), Rect(*rect))
     return encode_tile(values), iterations, time.perf_counter() - started
