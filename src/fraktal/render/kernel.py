@@ -118,7 +118,7 @@ def escape_time(re, im, max_iter, out, cardioid, periodicity):
     while busy:
         # One block for every lane, written out here rather than called:
         # Numba wraps each call that passes an array in atomic reference
-        # count updates, which cost about 8 % of the run time once per block.
+        # count updates, which cost 4-8 % of the run time once per block.
         any_event = False
         for lane in range(LANES):
             cr = state[C_RE + lane]
