@@ -233,7 +233,8 @@ def round_trip(chunks: int) -> list[float]:
         thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
         thread.start()
         try:
-            ready.wait(30)
+            if not ready.wait(30):
+                raise RuntimeError("the master did not start within 30 s")
             master.submit(spec)
             echo = [sys.executable, HERE / "echo_worker.py", str(master.port)]
             output = subprocess.run(
@@ -324,20 +325,17 @@ def _bytes_row(name: str, tiles: list[np.ndarray]) -> Row:
 
 
 def _round_trip_rows(quick: bool) -> list[Row]:
-    rows = []
     latencies = round_trip(200 if quick else 3000)
     median = statistics.median(latencies) * 1e6
-    rows.append(
+    tail = statistics.quantiles(latencies, n=10)[-1] * 1e6
+    return [
         Row(
             "distribution",
             "chunk round trip on loopback (master's share, 1 tile of 64x64)",
             median,
             "us",
-            f"median of {len(latencies)}; 90th percentile "
-            f"{statistics.quantiles(latencies, n=10)[-1] * 1e6:.0f} us",
+            f"median of {len(latencies)}; 90th percentile {tail:.0f} us",
             "< 100 us",
             median < 100,
         )
-    )
-
-    return rows
+    ]
