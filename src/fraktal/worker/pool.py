@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from fraktal.worker.task import compute_tile, start_process
+from fraktal.worker.task import compute_tile, compute_tiles, start_process
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,44 @@ class TilePool:
         except Exception as exc:  # the task's own error travels back as text
             logger.warning("tile at %s failed: %r", rect[:2], exc)
             return Failed(f"{exc.__class__.__name__}: {exc}"[:900])
+
+    async def run_batch(
+        self, spec: dict[str, object], rects: list[tuple[int, int, int, int]]
+    ) -> list[Computed | Failed]:
+        """Compute tiles in one pool call; never raises for a fault of its process.
+
+        If the process dies, every tile of the batch is a suspect and is
+        computed again alone, like the tiles of `run`.
+        """
+        async with self._slots:
+            executor = self._executor
+            self.busy += len(rects)
+            try:
+                return await self._attempt_batch(executor, spec, rects)
+            except BrokenProcessPool:
+                self._replace(executor)
+            finally:
+                self.busy -= len(rects)
+        return [await self._run_alone(spec, rect) for rect in rects]
+
+    async def _attempt_batch(
+        self,
+        executor: ProcessPoolExecutor,
+        spec: dict[str, object],
+        rects: list[tuple[int, int, int, int]],
+    ) -> list[Computed | Failed]:
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(
+            executor, compute_tiles, self.task, spec, rects
+        )
+        results: list[Computed | Failed] = []
+        for rect, outcome in zip(rects, outcomes, strict=True):
+            if isinstance(outcome, str):
+                logger.warning("tile at %s failed: %s", rect[:2], outcome)
+                results.append(Failed(outcome))
+            else:
+                results.append(Computed(*outcome))
+        return results
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if broken is self._executor:
