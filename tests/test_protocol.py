@@ -1,13 +1,14 @@
 """The wire protocol without sockets: both sessions paired in memory."""
 
 import struct
+import zlib
 
 import msgpack
 import numpy as np
 import pytest
 
 from fraktal.errors import AuthenticationError, FrameTooLarge, ProtocolError
-from fraktal.protocol.codec import decode_tile, encode_tile
+from fraktal.protocol.codec import SHUFFLE_ZLIB, decode_tile, encode_tile
 from fraktal.protocol.framing import FrameReader, encode_frame
 from fraktal.protocol.messages import (
     MASTER_MESSAGES,
@@ -33,7 +34,9 @@ from fraktal.protocol.session import (
     WorkerSession,
     join_mac,
 )
+from fraktal.render.compute import compute_rect
 from fraktal.render.spec import make_spec
+from fraktal.render.tiles import Rect
 
 SPEC = make_spec(
     width=100,
@@ -318,6 +321,32 @@ def test_tile_codec_round_trips_exact_values():
     assert decoded.dtype == np.float32 and np.array_equal(decoded, values)
 
 
+def test_tile_codec_round_trips_a_computed_tile_of_every_shape():
+    spec = make_spec(width=150, height=90, max_iter=300)
+    for rect in (Rect(0, 0, 150, 90), Rect(3, 7, 1, 40), Rect(5, 5, 61, 1)):
+        values, _ = compute_rect(spec, rect)
+        decoded = decode_tile(encode_tile(values), rect.height, rect.width, 300)
+        assert decoded.tobytes() == values.tobytes()
+
+
+def test_tile_codec_sends_a_smooth_tile_in_under_a_byte_per_pixel():
+    # A tile near the set's edge in a 1024-pixel view: counts from 5 to 1000.
+    spec = make_spec(width=1024, height=1024, center_re=-0.5, span=3.0)
+    values, _ = compute_rect(spec, Rect(320, 256, 64, 64))
+    planes = values.astype("<f4").view(np.uint8).reshape(-1, 4).T.tobytes()
+
+    assert len(encode_tile(values)) < values.size
+    assert len(encode_tile(values)) < 0.5 * len(zlib.compress(planes, 1))
+
+
+def test_tiles_of_the_plain_shuffle_codec_still_decode():
+    values = np.array([[-1.0, 0.0, 3.25], [999.5, 12.0, -1.0]], dtype=np.float32)
+    planes = values.astype("<f4").view(np.uint8).reshape(-1, 4).T.tobytes()
+    blob = bytes([SHUFFLE_ZLIB]) + zlib.compress(planes)
+
+    assert np.array_equal(decode_tile(blob, 2, 3, max_iter=1000), values)
+
+
 @pytest.mark.parametrize(
     ("blob", "match"),
     [
@@ -339,8 +368,6 @@ def test_bad_tile_data_is_refused(blob, match):
 
 
 def test_compression_bomb_is_never_inflated_past_the_tile_size():
-    import zlib
-
     bomb = b"\x01" + zlib.compress(b"\x00" * (256 * 1024 * 1024), 9)
     assert len(bomb) < 300_000
     with pytest.raises(ProtocolError, match="exactly 8x8"):

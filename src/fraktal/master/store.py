@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from fraktal.errors import JobStoreError, UsageError
+from fraktal.render.paging import release
 from fraktal.render.spec import RenderSpec
 from fraktal.render.tiles import Rect
 
@@ -305,6 +306,7 @@ class JobStore:
         if not self._unsynced:
             return 0
         self.raw.flush()
+        release(self.raw)
         os.write(self._journal, encode_record(Record.SYNC))
         os.fsync(self._journal)
         count, self._unsynced = self._unsynced, 0

@@ -114,18 +114,40 @@ def escape_time(re, im, max_iter, out, cardioid, periodicity):
         )
 
     total = 0
-    while _any_busy(where):
-        if not _advance(state, max_iter):
-            continue
+    busy = _any_busy(where)
+    while busy:
+        # One block for every lane, written out here rather than called:
+        # Numba wraps each call that passes an array in atomic reference
+        # count updates, which cost 4-8 % of the run time once per block.
+        any_event = False
         for lane in range(LANES):
-            if state[EVENT + lane] == 0.0:
-                continue
-            value, steps = _outcome(state, lane, max_iter)
-            out[where[lane, 0], where[lane, 1]] = value
-            total += steps
-            queue = _take_pixel(
-                state, where, lane, queue, re, im, out, cardioid, periodicity
-            )
+            cr = state[C_RE + lane]
+            ci = state[C_IM + lane]
+            x = state[Z_RE + lane]
+            y = state[Z_IM + lane]
+            for k in range(BLOCK):
+                x2 = x * x
+                y2 = y * y
+                y = 2.0 * x * y + ci
+                x = x2 - y2 + cr
+                state[HISTORY_RE + k * LANES + lane] = x
+                state[HISTORY_IM + k * LANES + lane] = y
+            state[Z_RE + lane] = x
+            state[Z_IM + lane] = y
+            any_event |= _end_block(state, lane, x, y, max_iter)
+        if not any_event:
+            continue
+
+        busy = False
+        for lane in range(LANES):
+            if state[EVENT + lane] != 0.0:
+                value, steps = _outcome(state, lane, max_iter)
+                out[where[lane, 0], where[lane, 1]] = value
+                total += steps
+                queue = _take_pixel(
+                    state, where, lane, queue, re, im, out, cardioid, periodicity
+                )
+            busy |= where[lane, 0] >= 0
     return total
 
 
@@ -139,37 +161,21 @@ def _any_busy(where):
 
 
 @jit
-def _advance(state, max_iter):
-    """Run every lane one block; flag and return whether any lane finished."""
-    any_event = False
-    for lane in range(LANES):
-        cr = state[C_RE + lane]
-        ci = state[C_IM + lane]
-        x = state[Z_RE + lane]
-        y = state[Z_IM + lane]
-        for k in range(BLOCK):
-            x2 = x * x
-            y2 = y * y
-            y = 2.0 * x * y + ci
-            x = x2 - y2 + cr
-            state[HISTORY_RE + k * LANES + lane] = x
-            state[HISTORY_IM + k * LANES + lane] = y
-        state[Z_RE + lane] = x
-        state[Z_IM + lane] = y
-        steps = state[STEPS + lane] + BLOCK
-        state[STEPS + lane] = steps
+def _end_block(state, lane, x, y, max_iter):
+    """Count the block, flag and return whether the lane's pixel is finished."""
+    steps = state[STEPS + lane] + BLOCK
+    state[STEPS + lane] = steps
 
-        escaped = not (x * x + y * y <= BAILOUT_SQUARED)
-        cycled = (x == state[SAVED_RE + lane]) & (y == state[SAVED_IM + lane])
-        event = escaped | cycled | (steps >= max_iter)
-        state[EVENT + lane] = 1.0 if event else 0.0
-        any_event |= event
+    escaped = not (x * x + y * y <= BAILOUT_SQUARED)
+    cycled = (x == state[SAVED_RE + lane]) & (y == state[SAVED_IM + lane])
+    event = escaped | cycled | (steps >= max_iter)
+    state[EVENT + lane] = 1.0 if event else 0.0
 
-        save = steps == state[CHECKPOINT + lane]
-        state[SAVED_RE + lane] = x if save else state[SAVED_RE + lane]
-        state[SAVED_IM + lane] = y if save else state[SAVED_IM + lane]
-        state[CHECKPOINT + lane] = 2.0 * steps if save else state[CHECKPOINT + lane]
-    return any_event
+    save = steps == state[CHECKPOINT + lane]
+    state[SAVED_RE + lane] = x if save else state[SAVED_RE + lane]
+    state[SAVED_IM + lane] = y if save else state[SAVED_IM + lane]
+    state[CHECKPOINT + lane] = 2.0 * steps if save else state[CHECKPOINT + lane]
+    return event
 
 
 @jit

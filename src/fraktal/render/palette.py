@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fraktal.errors import UsageError
+from fraktal.render.paging import release
 
 LUT_SIZE = 1024
 
@@ -127,7 +128,9 @@ class Equalizer:
         """Build from a whole image, reading ``strip_rows`` rows at a time."""
         equalizer = cls()
         for y in range(0, raw.shape[0], strip_rows):
-            equalizer.add(raw[y : y + strip_rows])
+            strip = raw[y : y + strip_rows]
+            equalizer.add(strip)
+            release(strip)
         return equalizer
 
     def add(self, values: np.ndarray) -> None:

@@ -3,7 +3,8 @@
 Pillow wants the whole RGB image in memory; a 20000 x 20000 poster would
 need 1.2 GB for it. Here the raw counts (often a `numpy.memmap`) are read
 ``strip_rows`` rows at a time, coloured, and fed to one `zlib.compressobj`,
-so memory stays at a few strips whatever the size of the picture.
+so memory stays at a few strips whatever the size of the picture; each strip
+of a memory-mapped file is handed back (`paging.release`) once coloured.
 
 Every row uses PNG filter type 0 (None). Colours come from a lookup table of
 `palette.LUT_SIZE` entries, so the same 3-byte pixels repeat all over the
@@ -27,6 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fraktal.render.paging import release
 from fraktal.render.palette import Equalizer, check_palette, colourize
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +89,9 @@ def _write_pixels(
 ) -> None:
     compressor = zlib.compressobj(COMPRESSION_LEVEL)
     for y in range(0, raw.shape[0], strip_rows):
-        rgb = colourize(np.asarray(raw[y : y + strip_rows]), palette, equalizer)
+        strip = raw[y : y + strip_rows]
+        rgb = colourize(np.asarray(strip), palette, equalizer)
+        release(strip)
         rows = rgb.reshape(rgb.shape[0], -1)
         scanlines = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
         scanlines[:, 0] = _FILTER_NONE[0]

@@ -24,6 +24,7 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from fraktal.errors import AuthenticationError, ProtocolError
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
@@ -45,8 +46,14 @@ from fraktal.worker.task import compute_tile
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 READ_BYTES = 256 * 1024
 LEAVE_SECONDS = 5.0
+# A chunk goes to the pool in this many batches per process: few enough that
+# the hand-off to a pool process is paid rarely, enough that a batch of slow
+# tiles does not leave the other processes idle at the end of the chunk.
+BATCHES_PER_PROCESS = 4
 
 
 @dataclass(frozen=True)
@@ -262,9 +269,16 @@ class _Link:
         spec = assign.spec.to_dict()
         grid = assign.spec.grid
         rects = [grid.rect(tile) for tile in assign.tiles]
-        outcomes = await asyncio.gather(
-            *(self.pool.run(spec, (r.x, r.y, r.width, r.height)) for r in rects)
+        batches = _batches(
+            [(r.x, r.y, r.width, r.height) for r in rects], self.pool.processes
         )
+        outcomes = [
+            outcome
+            for batch in await asyncio.gather(
+                *(self.pool.run_batch(spec, batch) for batch in batches)
+            )
+            for outcome in batch
+        ]
 
         done, failed, seconds, iterations = [], [], 0.0, 0
         for tile, outcome in zip(assign.tiles, outcomes, strict=True):
@@ -344,3 +358,11 @@ class _Link:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
+
+
+def _batches(items: list[T], processes: int) -> list[list[T]]:
+    """``items`` cut in order into at most BATCHES_PER_PROCESS per process."""
+    count = min(len(items), processes * BATCHES_PER_PROCESS)
+    size, extra = divmod(len(items), count)
+    cuts = [i * size + min(i, extra) for i in range(count + 1)]
+    return [items[cuts[i] : cuts[i + 1]] for i in range(count)]
