@@ -292,6 +292,17 @@ def test_writes_from_another_site_are_refused(client):
     assert own.status_code == 202
 
 
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[evil.example]:80"])
+def test_a_malformed_origin_is_refused_as_another_site(client, origin):
+    answer = submit(client, JOB, Origin=origin)
+
+    assert answer.status_code == 403
+    assert answer.get_json() == {
+        "error": f"refused a write from {origin!r}, not this page"
+    }
+    assert client.get("/api/jobs").get_json()["jobs"] == []
+
+
 def test_loopback_dashboard_answers_only_to_loopback_names(master):
     client = create_app(master, local_only=True).test_client()
 
