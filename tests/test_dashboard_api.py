@@ -174,6 +174,24 @@ def test_bad_submissions_say_what_was_wrong_and_what_is_allowed(client, body, ex
     assert expected in answer.get_json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{nope", "the body is not valid JSON: Expecting property name"),
+        (b"", "the body is not valid JSON: Expecting value"),
+        (b"\xff\xfe\xfd", "the body is not JSON text in UTF-8, -16 or -32"),
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+        (b'{"max_iter": ' + b"9" * 5000 + b"}", "a number far too long"),
+    ],
+)
+def test_a_body_that_is_not_json_is_refused_and_says_why(client, body, expected):
+    answer = client.post("/api/submit", data=body, content_type="application/json")
+
+    assert answer.status_code == 400
+    assert expected in answer.get_json()["error"]
+    assert client.get("/api/jobs").get_json()["jobs"] == []
+
+
 def test_submit_needs_a_json_body(client):
     answer = client.post("/api/submit", data="size=96x64")
 
@@ -224,6 +242,17 @@ def test_cancel_errors(client, body, status, expected):
 
     assert answer.status_code == status
     assert expected in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("body", [b"{nope", b"", b"null", b"[]", b"false", b"0"])
+def test_a_cancel_whose_body_is_not_an_object_cancels_nothing(client, body):
+    job = submit(client, JOB).get_json()["job"]
+
+    answer = client.post("/api/cancel", data=body, content_type="application/json")
+
+    assert answer.status_code == 400
+    status = client.get(f"/api/jobs/{job['id']}").get_json()["job"]["status"]
+    assert status == "running"
 
 
 def test_a_job_that_ended_cannot_be_cancelled(client):
