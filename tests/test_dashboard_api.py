@@ -192,6 +192,30 @@ def test_a_body_that_is_not_json_is_refused_and_says_why(client, body, expected)
     assert client.get("/api/jobs").get_json()["jobs"] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"span": 10**400}, "span must be a finite number above 0 and at most 100"),
+        ({"center": [10**400, 0]}, "centre real part must be a finite number"),
+        ({"max_iter": "1" * 5000}, "max-iter must be a whole number from 1 to"),
+        ({"size": "1" * 5000 + "x1"}, "is too large; each side must be from 1 to"),
+        ({"size": ["1" * 5000, 1]}, "width must be a whole number from 1 to 200000"),
+    ],
+)
+def test_numbers_too_large_for_python_to_read_are_out_of_range(client, body, expected):
+    answer = submit(client, body)
+
+    assert answer.status_code == 400
+    assert expected in answer.get_json()["error"]
+
+
+def test_whole_numbers_as_text_may_have_leading_zeros(client):
+    answer = submit(client, {**JOB, "max_iter": "0" * 30 + "100", "size": ["096", 64]})
+
+    assert answer.status_code == 202
+    assert answer.get_json()["job"]["id"] == SPEC.key()
+
+
 def test_submit_needs_a_json_body(client):
     answer = client.post("/api/submit", data="size=96x64")
 

@@ -82,7 +82,14 @@ def parse_size(text: str) -> tuple[int, int]:
             f"size {text!r} is not WIDTHxHEIGHT; expected two whole numbers "
             f"such as 1920x1080"
         )
-    return int(match.group(1)), int(match.group(2))
+    # Python refuses to read integers of thousands of digits; none is a size,
+    # and a side of up to 18 digits gets the range check of `make_spec`.
+    width, height = (side.lstrip("0") or "0" for side in match.groups())
+    if len(width) > 18 or len(height) > 18:
+        raise UsageError(
+            f"size {text!r} is too large; each side must be from 1 to {MAX_SIDE}"
+        )
+    return int(width), int(height)
 
 
 def parse_center(text: str) -> tuple[float, float]:
@@ -141,7 +148,7 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
 def _real(name: str, value: object, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{name} must be a number, got {value!r}")
-    number = float(value)
+    number = _float(value)
     if not math.isfinite(number) or abs(number) > limit:
         raise UsageError(
             f"{name} must be a finite number from {-limit:g} to {limit:g}, "
@@ -153,10 +160,18 @@ def _real(name: str, value: object, limit: float) -> float:
 def _span(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"span must be a number, got {value!r}")
-    number = float(value)
+    number = _float(value)
     if not (math.isfinite(number) and 0 < number <= MAX_SPAN):
         raise UsageError(
             f"span must be a finite number above 0 and at most {MAX_SPAN:g}, "
             f"got {value!r}"
         )
     return number
+
+
+def _float(value: int | float) -> float:
+    """``value`` as a float; an integer too large for one becomes infinite."""
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        return math.inf if value > 0 else -math.inf
