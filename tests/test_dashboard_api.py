@@ -424,6 +424,25 @@ def test_preview_size_out_of_range_is_refused(client, size):
     assert "size must be a whole number from 16 to 2048" in answer.get_json()["error"]
 
 
+@pytest.mark.parametrize("after", ["\u00b2", "\u0666\u0664", "9" * 5000, "-1", ""])
+def test_events_after_must_be_ascii_digits_in_range(client, after):
+    answer = client.get("/api/events", query_string={"after": after})
+
+    assert answer.status_code == 400
+    assert answer.get_json() == {
+        "error": f"after must be a whole number from 0 to {2**62}, got {after!r}"
+    }
+
+
+def test_events_after_may_have_leading_zeros(client):
+    submit(client, JOB)
+
+    answer = client.get("/api/events", query_string={"after": "0" * 40 + "1"})
+
+    assert answer.status_code == 200
+    assert [e["seq"] for e in answer.get_json()["events"]] == [2]
+
+
 def test_unknown_jobs_are_404_everywhere(client):
     for path in ("", "/preview.png", "/image.png"):
         answer = client.get(f"/api/jobs/0123456789ab{path}")

@@ -355,11 +355,18 @@ def _int_arg(name: str, low: int, high: int, default: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only: isdigit() alone takes "²", which int() refuses, and
+    # int() also refuses thousands of digits, so those are counted first.
+    digits = text.lstrip("0") or "0"
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(digits) > len(str(high))
+        or not low <= int(digits) <= high
+    ):
         raise UsageError(
             f"{name} must be a whole number from {low} to {high}, got {text!r}"
         )
-    return int(text)
+    return int(digits)
 
 
 def encode_png(rgb: Any) -> bytes:
