@@ -28,6 +28,7 @@ def run_main(capsys, *argv):
         (["render", "--size", "-5x100"], "is not WIDTHxHEIGHT"),
         (["render", "--size", "big"], "is not WIDTHxHEIGHT"),
         (["render", "--size", "300000x10"], "width must be from 1 to 200000"),
+        (["render", "--size", "1" * 5000 + "x1"], "each side must be from 1 to"),
         (["render", "--size", "190000x190000"], "GiB of disk for its raw results"),
         (["render", "--max-iter", "0"], "max-iter must be from 1 to 1000000000"),
         (["render", "--max-iter", "-3"], "max-iter must be from 1"),

@@ -176,6 +176,48 @@ def test_bad_submissions_say_what_was_wrong_and_what_is_allowed(client, body, ex
     assert expected in answer.get_json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{nope", "the body is not valid JSON: Expecting property name"),
+        (b"", "the body is not valid JSON: Expecting value"),
+        (b"\xff\xfe\xfd", "the body is not JSON text in UTF-8, -16 or -32"),
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+        (b'{"max_iter": ' + b"9" * 5000 + b"}", "a number far too long"),
+    ],
+)
+def test_a_body_that_is_not_json_is_refused_and_says_why(client, body, expected):
+    answer = client.post("/api/submit", data=body, content_type="application/json")
+
+    assert answer.status_code == 400
+    assert expected in answer.get_json()["error"]
+    assert client.get("/api/jobs").get_json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"span": 10**400}, "span must be a finite number above 0 and at most 100"),
+        ({"center": [10**400, 0]}, "centre real part must be a finite number"),
+        ({"max_iter": "1" * 5000}, "max-iter must be a whole number from 1 to"),
+        ({"size": "1" * 5000 + "x1"}, "is too large; each side must be from 1 to"),
+        ({"size": ["1" * 5000, 1]}, "width must be a whole number from 1 to 200000"),
+    ],
+)
+def test_numbers_too_large_for_python_to_read_are_out_of_range(client, body, expected):
+    answer = submit(client, body)
+
+    assert answer.status_code == 400
+    assert expected in answer.get_json()["error"]
+
+
+def test_whole_numbers_as_text_may_have_leading_zeros(client):
+    answer = submit(client, {**JOB, "max_iter": "0" * 30 + "100", "size": ["096", 64]})
+
+    assert answer.status_code == 202
+    assert answer.get_json()["job"]["id"] == SPEC.key()
+
+
 def test_submit_needs_a_json_body(client):
     answer = client.post("/api/submit", data="size=96x64")
 
@@ -226,6 +268,17 @@ def test_cancel_errors(client, body, status, expected):
 
     assert answer.status_code == status
     assert expected in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("body", [b"{nope", b"", b"null", b"[]", b"false", b"0"])
+def test_a_cancel_whose_body_is_not_an_object_cancels_nothing(client, body):
+    job = submit(client, JOB).get_json()["job"]
+
+    answer = client.post("/api/cancel", data=body, content_type="application/json")
+
+    assert answer.status_code == 400
+    status = client.get(f"/api/jobs/{job['id']}").get_json()["job"]["status"]
+    assert status == "running"
 
 
 def test_a_job_that_ended_cannot_be_cancelled(client):
@@ -294,6 +347,17 @@ def test_writes_from_another_site_are_refused(client):
     assert own.status_code == 202
 
 
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[evil.example]:80"])
+def test_a_malformed_origin_is_refused_as_another_site(client, origin):
+    answer = submit(client, JOB, Origin=origin)
+
+    assert answer.status_code == 403
+    assert answer.get_json() == {
+        "error": f"refused a write from {origin!r}, not this page"
+    }
+    assert client.get("/api/jobs").get_json()["jobs"] == []
+
+
 def test_loopback_dashboard_answers_only_to_loopback_names(master):
     client = create_app(master, local_only=True).test_client()
 
@@ -360,6 +424,25 @@ def test_preview_size_out_of_range_is_refused(client, size):
 
     assert answer.status_code == 400
     assert "size must be a whole number from 16 to 2048" in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("after", ["\u00b2", "\u0666\u0664", "9" * 5000, "-1", ""])
+def test_events_after_must_be_ascii_digits_in_range(client, after):
+    answer = client.get("/api/events", query_string={"after": after})
+
+    assert answer.status_code == 400
+    assert answer.get_json() == {
+        "error": f"after must be a whole number from 0 to {2**62}, got {after!r}"
+    }
+
+
+def test_events_after_may_have_leading_zeros(client):
+    submit(client, JOB)
+
+    answer = client.get("/api/events", query_string={"after": "0" * 40 + "1"})
+
+    assert answer.status_code == 200
+    assert [e["seq"] for e in answer.get_json()["events"]] == [2]
 
 
 def test_unknown_jobs_are_404_everywhere(client):

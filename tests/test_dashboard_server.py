@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -48,6 +49,30 @@ def test_waitress_serves_the_app_and_stops(start_master):
     assert page_status == 200 and b'<canvas id="preview"' in page
     with pytest.raises(urllib.error.URLError):
         fetch(f"{dashboard.url}/healthz", timeout=2.0)
+
+
+def test_it_keeps_serving_when_the_process_has_descriptors_above_1023(
+    start_master,
+):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    running = start_master()
+    dashboard = Dashboard(running.master, "127.0.0.1", 0).start()
+    # Jobs and workers of a long-lived master hold descriptors like these.
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        status, body = fetch(f"{dashboard.url}/healthz")
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+        dashboard.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert max(held) > 1023
+    assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
 def test_a_busy_port_is_a_one_line_error(start_master):

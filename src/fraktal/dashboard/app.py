@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -291,7 +292,7 @@ def _write_api(app: Flask, master: Master, guard: auth.Guard) -> None:
     @app.post("/api/cancel")
     @needs_token
     def cancel() -> Response:
-        body = _json_body() or {}
+        body = _json_body()
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) - {"job_id"} or job_id == "":
             raise UsageError('cancel takes {"job_id": "ID"}, or {} for the running job')
@@ -330,22 +331,42 @@ def _running_job(master: Master) -> str:
 
 
 def _json_body() -> Any:
+    """The decoded body; a write must be sent as JSON and must be JSON."""
     if not request.is_json:
         raise ApiError(
             415, "send a JSON object with the header Content-Type: application/json"
         )
-    return request.get_json(silent=True)
+    try:
+        return json.loads(request.get_data())
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not JSON text in UTF-8, -16 or -32") from None
+    except (ValueError, RecursionError):
+        # Numbers of thousands of digits, or nesting deeper than Python recurses.
+        raise ApiError(
+            400,
+            "the body is JSON too large to read: a number far too long, "
+            "or arrays and objects nested too deeply",
+        ) from None
 
 
 def _int_arg(name: str, low: int, high: int, default: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only: isdigit() alone takes "²", which int() refuses, and
+    # int() also refuses thousands of digits, so those are counted first.
+    digits = text.lstrip("0") or "0"
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(digits) > len(str(high))
+        or not low <= int(digits) <= high
+    ):
         raise UsageError(
             f"{name} must be a whole number from {low} to {high}, got {text!r}"
         )
-    return int(text)
+    return int(digits)
 
 
 def encode_png(rgb: Any) -> bytes:

@@ -60,11 +60,19 @@ class Guard:
 def foreign_origin(request: Request) -> str | None:
     """The origin of a cross-site request, or None when it is our own page."""
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if origin is not None and _netloc(origin) != request.host:
         return origin
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return origin or "another site"
     return None
+
+
+def _netloc(url: str) -> str | None:
+    """The host and port of ``url``; None when it cannot be a URL at all."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # such as "http://[::1", an unclosed IPv6 address
+        return None
 
 
 def host_name(host: str) -> str:

@@ -51,8 +51,15 @@ class Dashboard:
         app = create_app(master, token=token, local_only=is_loopback(host))
         self._map: dict[int, wasyncore.dispatcher] = {}
         try:
+            # poll(), not select(): select() fails for any descriptor above
+            # 1023, and the master holds one per worker and two per job.
             self._server = create_server(
-                app, map=self._map, host=host, port=port, threads=THREADS
+                app,
+                map=self._map,
+                host=host,
+                port=port,
+                threads=THREADS,
+                asyncore_use_poll=True,
             )
         except OSError as exc:
             wasyncore.close_all(self._map)  # the half-built server's pipe and socket

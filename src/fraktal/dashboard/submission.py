@@ -29,7 +29,9 @@ from fraktal.render.spec import (
 )
 
 FIELDS = ("size", "center", "span", "max_iter", "palette", "equalize", "tile_size")
-_WHOLE = re.compile(r"\s*[+-]?\d+\s*")
+# Sign and significant digits; longer numbers stay text for `make_spec` to refuse,
+# as Python will not read integers of thousands of digits.
+_WHOLE = re.compile(r"\s*([+-]?)0*(\d{1,18})\s*")
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,9 @@ def _number(value: Any) -> Any:
 
 
 def _whole(value: Any) -> Any:
-    if isinstance(value, str) and _WHOLE.fullmatch(value):
-        return int(value)
+    match = _WHOLE.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        return int(match.group(1) + match.group(2))
     return value
 
 

@@ -107,6 +107,11 @@ class Master:
             unresponsive_after=3 * config.heartbeat_seconds,
             max_chunk_bytes=config.max_frame // 2,
         )
+        # TODO: close the folder of a job that ended and reopen it for a preview
+        # or a new picture: each open one holds two descriptors (journal and
+        # raw memory map) for the master's life, so about 500 jobs submitted
+        # through the dashboard reach a limit of 1024 open files. Resolved when
+        # an ended job's store is closed in `_job_ended` and read on demand.
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
         self.written: dict[str, Path] = {}

@@ -91,7 +91,14 @@ def parse_size(text: str) -> tuple[int, int]:
             f"size {text!r} is not WIDTHxHEIGHT; expected two whole numbers "
             f"such as 1920x1080"
         )
-    return int(match.group(1)), int(match.group(2))
+    # Python refuses to read integers of thousands of digits; none is a size,
+    # and a side of up to 18 digits gets the range check of `make_spec`.
+    width, height = (side.lstrip("0") or "0" for side in match.groups())
+    if len(width) > 18 or len(height) > 18:
+        raise UsageError(
+            f"size {text!r} is too large; each side must be from 1 to {MAX_SIDE}"
+        )
+    return int(width), int(height)
 
 
 def parse_center(text: str) -> tuple[float, float]:
