@@ -34,16 +34,20 @@ def test_worker_killed_mid_job_costs_nothing(start_master, workers, tmp_path):
     victim = workers(running.port, processes=1, name="victim")
     workers(running.port, processes=1, name="survivor")
 
-    running.wait_for(
-        lambda: (
-            job.done >= job.grid.count // 5
-            and any(
-                w.name == "victim" and w.chunks
-                for w in running.master.scheduler.workers.values()
-            )
-        ),
-        what="the victim to hold a chunk with the job 20% done",
-    )
+    def victim_holds_work():
+        return job.done >= job.grid.count // 5 and any(
+            w.name == "victim" and w.chunks
+            for w in running.master.scheduler.workers.values()
+        )
+
+    # Freeze the victim first, so that no result of its lands between the
+    # check that it holds a chunk and the kill.
+    for _ in range(20):
+        running.wait_for(victim_holds_work, what="the victim to hold a chunk")
+        os.killpg(victim.pid, signal.SIGSTOP)
+        if running.call(victim_holds_work):
+            break
+        os.killpg(victim.pid, signal.SIGCONT)
     os.killpg(victim.pid, signal.SIGKILL)
 
     running.wait_for(
