@@ -67,7 +67,7 @@ def finish(running, job, tmp_path, spec, timeout=180.0):
     running.wait_for(lambda: job.status is JobStatus.DONE, timeout, "the job")
     running.wait_for(lambda: job.id in running.master.written, 60, "the picture")
     assert np.array_equal(np.load(tmp_path / "raw.npy"), reference(spec))
-    assert each_tile_journaled_once(running.master.stores[job.id].folder, spec)
+    assert each_tile_journaled_once(running.master.config.jobs_dir / job.id, spec)
 
 
 def test_a_worker_killed_mid_chunk_three_times_costs_nothing(

@@ -692,7 +692,7 @@ def whole(*numbers: int) -> st.SearchStrategy[Any]:
 
 
 # Few values, many spellings: every distinct valid job the fuzzing submits
-# keeps two descriptors open in the master for good (see `Master.stores`).
+# is queued, and holds its folder open until it ends (see `Master.stores`).
 GOOD_VALUES = {
     "size": spelled(
         [(1, 1), (64, 48), (256, 200)],

@@ -15,14 +15,16 @@ from fraktal.render.spec import make_spec
 
 pytestmark = pytest.mark.slow
 
-# Boundary-heavy, so the job lasts long enough to kill a worker in the middle.
+# Deep in seahorse valley, where pixels take up to 200000 iterations to
+# escape: about 2 s on one core, so the job lasts long enough to kill a
+# worker in the middle of it.
 SPEC = make_spec(
-    width=480,
-    height=320,
-    center_re=-0.7436,
-    center_im=0.1318,
-    span=0.02,
-    max_iter=3000,
+    width=960,
+    height=640,
+    center_re=-0.743643887037151,
+    center_im=0.131825904205330,
+    span=1e-7,
+    max_iter=200_000,
     tile_size=32,
 )
 
@@ -30,13 +32,16 @@ SPEC = make_spec(
 def test_worker_killed_mid_job_costs_nothing(start_master, workers, tmp_path):
     running = start_master(lease_seconds=30.0, target_seconds=0.3)
     output = Output(png=tmp_path / "out.png", raw_copy=tmp_path / "raw.npy")
-    job = running.master.submit(SPEC, output)
     victim = workers(running.port, processes=1, name="victim")
     workers(running.port, processes=1, name="survivor")
+    running.wait_for(
+        lambda: len(running.master.scheduler.workers) == 2, what="both workers"
+    )
+    job = running.master.submit(SPEC, output)
 
     def victim_holds_work():
-        return job.done >= job.grid.count // 5 and any(
-            w.name == "victim" and w.chunks
+        return any(
+            w.name == "victim" and w.tiles_done and w.chunks
             for w in running.master.scheduler.workers.values()
         )
 

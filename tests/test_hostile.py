@@ -587,7 +587,7 @@ def test_after_the_attack_the_healthy_worker_finished_every_job_exactly(arena):
     assert len(healthy) == 1 and healthy[0].connected
     assert sum(w.tiles_done for w in hostile if w.name != "extreme") == 0
     for job, spec in arena.jobs:
-        folder = running.master.stores[job.id].folder
+        folder = running.master.config.jobs_dir / job.id
         assert np.array_equal(open_raw(folder, spec), reference(spec)), job.id
         assert each_tile_journaled_once(folder, spec)
     wait_until(

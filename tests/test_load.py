@@ -81,5 +81,5 @@ def test_two_hundred_workers_get_each_tile_exactly_once(start_master, tmp_path):
     running.wait_for(lambda: job.id in running.master.written, 60, "the raw copy")
     assert job.status is JobStatus.DONE
     assert job.requeued == 0 and job.duplicates == 0
-    assert each_tile_journaled_once(running.master.stores[job.id].folder, SPEC)
+    assert each_tile_journaled_once(running.master.config.jobs_dir / job.id, SPEC)
     assert np.array_equal(np.load(tmp_path / "raw.npy"), reference(SPEC))

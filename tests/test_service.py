@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fraktal.local import RenderFailed, raise_if_failed
+from fraktal.master.scheduler import JobStatus
 from fraktal.master.service import Master, MasterConfig, Output
 from fraktal.protocol.framing import FrameReader
 from fraktal.protocol.messages import MASTER_MESSAGES, Assign, Release, decode
@@ -86,3 +89,26 @@ def test_a_picture_that_cannot_be_written_fails_the_render(
     assert "No such file or directory" in running.master.picture_errors[job.id]
     with pytest.raises(RenderFailed, match="writing the picture failed"):
         raise_if_failed(running.master, job)
+
+
+@pytest.mark.slow
+def test_ended_jobs_give_their_folders_back_and_still_preview(
+    start_master, workers, tmp_path
+):
+    running = start_master()
+    workers(running.port, name="w")
+    first = running.master.submit(SPEC, Output(png=None))
+    running.wait_for(lambda: first.status is JobStatus.DONE, 60, "the first job")
+    before = len(os.listdir("/proc/self/fd"))
+
+    for n in range(20):
+        spec = make_spec(width=32, height=16, tile_size=8, span=3.0 + n, max_iter=50)
+        job = running.master.submit(spec, Output(png=None))
+        running.wait_for(lambda j=job: j.status is JobStatus.DONE, 60, "a job")
+
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    assert running.call(lambda: dict(running.master.stores)) == {}
+    image = running.master.preview(first.id, max_side=32)
+    assert (
+        image.shape == (16, 32, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 4
+    )

@@ -37,7 +37,7 @@ from fraktal.master.scheduler import (
     WorkerStatus,
 )
 from fraktal.master.server import Connection, handle_connection
-from fraktal.master.store import JobStore, Recovery, read_history
+from fraktal.master.store import JobStore, Recovery, open_raw, read_history
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
 from fraktal.protocol.messages import (
@@ -107,11 +107,8 @@ class Master:
             unresponsive_after=3 * config.heartbeat_seconds,
             max_chunk_bytes=config.max_frame // 2,
         )
-        # TODO: close the folder of a job that ended and reopen it for a preview
-        # or a new picture: each open one holds two descriptors (journal and
-        # raw memory map) for the master's life, so about 500 jobs submitted
-        # through the dashboard reach a limit of 1024 open files. Resolved when
-        # an ended job's store is closed in `_job_ended` and read on demand.
+        # Folders of queued and running jobs only: an open one holds two file
+        # descriptors, and a long-lived master may see thousands of jobs.
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
         self.written: dict[str, Path] = {}
@@ -144,29 +141,20 @@ class Master:
         with self._opening:
             with self.lock:
                 existing = self.scheduler.jobs.get(key)
+                if existing and existing.status is JobStatus.DONE:
+                    return self._recolour(existing, output)
                 if existing and existing.status in (
                     JobStatus.QUEUED,
                     JobStatus.RUNNING,
                 ):
                     return existing
-                store = self.stores.get(key)
             # Opening may reserve gigabytes and read a long journal: never
             # while the event loop and the dashboard wait for the lock.
-            store = store or JobStore.open(folder, spec)
+            store = JobStore.open(folder, spec)
             with self.lock:
-                existing = self.scheduler.jobs.get(key)
-                rewrite = (
-                    existing is not None
-                    and existing.status is JobStatus.DONE
-                    and self.outputs.get(key) != output
-                )
                 self.stores[key] = store
                 self.outputs[key] = output
                 job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
-        if rewrite and self._loop is not None:
-            logger.info("job %s: already done, writing %s", job.id, output.png)
-            self._loop.call_soon_threadsafe(self._write_picture, job)
-            return job
         if store.recovery is not None:
             _log_resume(job, folder, store.recovery)
         else:
@@ -184,6 +172,14 @@ class Master:
                 folder,
             )
         self._wake()
+        return job
+
+    def _recolour(self, job: Job, output: Output) -> Job:
+        """A done job asked for again: write its picture if the output differs."""
+        if self.outputs.get(job.id) != output and self._loop is not None:
+            self.outputs[job.id] = output
+            logger.info("job %s: already done, writing %s", job.id, output.png)
+            self._loop.call_soon_threadsafe(self._write_picture, job)
         return job
 
     def folder_output(
@@ -237,10 +233,9 @@ class Master:
             store = self.stores.get(job_id)
             output = self.outputs[job_id]
             done = job.states == TileState.DONE
-        if store is None:
-            raise UnknownJobError(f"job {job_id}: its folder is closed")
+        raw = store.raw if store else open_raw(self._folder(job_id), job.spec)
         return preview(
-            store.raw,
+            raw,
             done.reshape(job.grid.rows, job.grid.columns),
             job.spec.tile_size,
             output.palette,
@@ -262,6 +257,9 @@ class Master:
             return False
         self.lock.release()
         return True
+
+    def _folder(self, job_id: str) -> Path:
+        return self.config.jobs_dir / job_id
 
     def _known_job(self, job_id: str) -> Job:
         job = self.scheduler.jobs.get(job_id)
@@ -394,8 +392,8 @@ class Master:
                 if job.status is not JobStatus.DONE:
                     connection.send(Drop(job.id))
         with self.lock:
-            store = self.stores[job.id]
-            store.commit()
+            store = self.stores.pop(job.id)
+            store.close()
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
             logger.info(
@@ -410,9 +408,10 @@ class Master:
             logger.info("job %s %s", job.id, job.status.value)
 
     def _write_picture(self, job: Job) -> None:
-        output, store = self.outputs[job.id], self.stores[job.id]
+        with self.lock:
+            output = self.outputs[job.id]
         future = asyncio.get_running_loop().run_in_executor(
-            self._painter, write_outputs, store.spec, store.raw, output
+            self._painter, _paint, self._folder(job.id), job.spec, output
         )
         self._pending_pictures.add(future)
 
@@ -554,13 +553,19 @@ class Master:
                 iterations=result.iterations,
                 now=self.clock(),
             )
-            store = self.stores[completion.job_id]
-            for tile in completion.accepted:
-                store.write_tile(spec.grid.rect(tile), values[tile])
-            store.mark_done(list(completion.accepted))
-            if store.uncommitted >= COMMIT_TILES:
-                store.commit()
+            if completion.accepted:  # only a running job takes tiles
+                self._store_tiles(completion, spec, values)
         self._log_result(connection, result, completion)
+
+    def _store_tiles(
+        self, completion: Completion, spec: RenderSpec, values: dict[int, np.ndarray]
+    ) -> None:
+        store = self.stores[completion.job_id]
+        for tile in completion.accepted:
+            store.write_tile(spec.grid.rect(tile), values[tile])
+        store.mark_done(list(completion.accepted))
+        if store.uncommitted >= COMMIT_TILES:
+            store.commit()
 
     def _log_result(
         self, connection: Connection, result: Result, completion: Completion
@@ -608,6 +613,10 @@ def _absolute(output: Output) -> Output:
         png=output.png.resolve() if output.png else None,
         raw_copy=output.raw_copy.resolve() if output.raw_copy else None,
     )
+
+
+def _paint(folder: Path, spec: RenderSpec, output: Output) -> None:
+    write_outputs(spec, open_raw(folder, spec), output)
 
 
 def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:
