@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fraktal.cli import main
-from fraktal.dashboard.app import create_app
+from fraktal.dashboard.app import PngCache, create_app
 from fraktal.master.service import Master, MasterConfig
 from fraktal.protocol.codec import encode_tile
 from fraktal.protocol.messages import Result, TileData
@@ -535,3 +535,14 @@ def test_unknown_api_paths_answer_json(client):
 
     assert answer.status_code == 404 and "Not Found" in answer.get_json()["error"]
     assert client.get("/api/submit").status_code == 405
+
+
+def test_preview_cache_is_bounded_in_bytes_as_well_as_entries():
+    cache = PngCache(capacity=10, max_bytes=1000)
+    for n in range(5):
+        cache.put(("job", n), bytes(400))
+
+    assert cache.size == 800
+    assert cache.get(("job", 4)) is not None and cache.get(("job", 2)) is None
+    cache.put(("job", 4), bytes(100))
+    assert cache.size == 500

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_SIDE = (16, 2048, 640)  # smallest, largest, default
 PREVIEW_CACHE = 64
+PREVIEW_CACHE_BYTES = 32 * 1024 * 1024
 EVENTS_LIMIT = (1, 500, 100)
 HEALTH_TIMEOUT = 2.0
 
@@ -377,11 +378,17 @@ def encode_png(rgb: Any) -> bytes:
 
 
 class PngCache:
-    """A small least-recently-used store of encoded previews, thread-safe."""
+    """A least-recently-used store of encoded previews, thread-safe.
 
-    def __init__(self, capacity: int) -> None:
+    Bounded in bytes as well as entries: anyone may ask for previews of any
+    size, and a deep zoom at 2048 pixels encodes to several megabytes.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int = PREVIEW_CACHE_BYTES) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> bytes | None:
@@ -393,7 +400,12 @@ class PngCache:
 
     def put(self, key: tuple[Any, ...], png: bytes) -> None:
         with self._lock:
+            self._bytes += len(png) - len(self._items.pop(key, b""))
             self._items[key] = png
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            while len(self._items) > self.capacity or self._bytes > self.max_bytes:
+                self._bytes -= len(self._items.popitem(last=False)[1])
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._bytes
