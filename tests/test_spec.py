@@ -151,3 +151,10 @@ def test_from_dict_checks_the_values_again():
 
     with pytest.raises(UsageError, match="max-iter must be from 1 to 1000000000"):
         RenderSpec.from_dict(data)
+
+
+def test_too_many_tiles_are_refused_with_the_tile_size_that_would_do():
+    with pytest.raises(UsageError, match=r"makes 625000000 tiles.*at least 139"):
+        make_spec(width=200_000, height=200_000, tile_size=8)
+
+    assert make_spec(width=200_000, height=200_000, tile_size=139).grid.count <= 2**21

@@ -159,10 +159,7 @@ class Job:
     def __post_init__(self) -> None:
         self.states = np.zeros(self.grid.count, dtype=np.int8)
         self.attempts = np.zeros(self.grid.count, dtype=np.int16)
-        # TODO: bound the tiles of a job, or queue pending tiles as ranges:
-        # these Python ints cost about 90 bytes a tile (measured with
-        # `add_job`), so 200000 x 200000 in tiles of 8 would need over 50 GB.
-        # Resolved by a tile limit in `make_spec` or a compact pending queue.
+        # About 90 bytes a tile, which is why `make_spec` bounds the count.
         self.pending.extend(range(self.grid.count))
 
     def count(self, state: TileState) -> int:

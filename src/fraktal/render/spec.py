@@ -23,6 +23,7 @@ MAX_COORDINATE = 10.0
 MAX_SPAN = 100.0
 MIN_TILE = 8
 MAX_TILE = 1024
+MAX_TILES = 2**21
 
 DEFAULT_WIDTH = 1920
 DEFAULT_HEIGHT = 1080
@@ -137,11 +138,25 @@ def make_spec(
         height=_whole("height", height, 1, MAX_SIDE),
     )
     view.check_precision()
-    return RenderSpec(
+    spec = RenderSpec(
         view=view,
         max_iter=_whole("max-iter", max_iter, 1, MAX_ITER),
         tile_size=_whole("tile size", tile_size, MIN_TILE, MAX_TILE),
     )
+    _check_tile_count(spec)
+    return spec
+
+
+def _check_tile_count(spec: RenderSpec) -> None:
+    """The master keeps about 100 bytes a tile; keep that within reason."""
+    count = spec.grid.count
+    if count > MAX_TILES:
+        side = math.ceil(math.sqrt(spec.view.width * spec.view.height / MAX_TILES))
+        raise UsageError(
+            f"a {spec.view.width}x{spec.view.height} image in tiles of "
+            f"{spec.tile_size} pixels makes {count} tiles, more than the "
+            f"{MAX_TILES} allowed; use a tile size of at least {side}"
+        )
 
 
 def _whole(name: str, value: object, low: int, high: int) -> int:
