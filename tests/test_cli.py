@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -29,7 +32,11 @@ def run_main(capsys, *argv):
         (["render", "--size", "big"], "is not WIDTHxHEIGHT"),
         (["render", "--size", "300000x10"], "width must be from 1 to 200000"),
         (["render", "--size", "1" * 5000 + "x1"], "each side must be from 1 to"),
-        (["render", "--size", "190000x190000"], "GiB of disk for its raw results"),
+        (
+            ["render", "--size", "190000x190000", "--tile-size", "256"],
+            "GiB of disk for its raw results",
+        ),
+        (["render", "--size", "190000x190000"], "use a tile size of at least 132"),
         (["render", "--max-iter", "0"], "max-iter must be from 1 to 1000000000"),
         (["render", "--max-iter", "-3"], "max-iter must be from 1"),
         (["render", "--max-iter", "lots"], "'lots' is not a valid integer"),
@@ -54,6 +61,8 @@ def run_main(capsys, *argv):
         (["recolor", "/nonexistent/job", "--output", "x.png"], "does not exist"),
         (["render", "--frobnicate"], "No such option"),
         (["render", "--output", "/nonexistent/x.png"], "the folder '/nonexistent'"),
+        (["render", "--output", "picture.jpg"], "use a name that ends in .png"),
+        (["render", "--log-level", "debug"], "goes before the command"),
         (["master", "--raw", "/nonexistent/r.npy"], "the folder '/nonexistent'"),
     ],
 )
@@ -73,7 +82,7 @@ def test_bad_values_give_one_line_and_exit_code_2(capsys, tmp_path, argv, expect
 
 def test_recolor_refuses_a_folder_that_is_not_a_job(capsys, tmp_path):
     code, err = run_main(capsys, "recolor", str(tmp_path), "--output", "x.png")
-    assert code == 1
+    assert code == 2
     assert "is not a job folder" in err and err.count("\n") == 1
 
 
@@ -211,3 +220,48 @@ def test_one_worker_and_four_workers_give_the_same_raw_values(tmp_path):
     assert np.array_equal(one, four)
     assert (one >= 0).any() and (one < 0).any()
     assert (tmp_path / "w1.png").read_bytes() == (tmp_path / "w4.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path):
+    view = [
+        "render",
+        "--size",
+        "960x540",
+        "--center",
+        "0.2500005,0",
+        "--span",
+        "0.000001",
+        "--max-iter",
+        "1000000",
+        "--quiet",
+        "--workers",
+        "2",
+    ]
+    render = subprocess.Popen(
+        [sys.executable, "-m", "fraktal", *view],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    journal = next_journal(tmp_path)
+    os.killpg(render.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+    _, err = render.communicate(timeout=60)
+
+    assert render.returncode == 130
+    assert err.startswith("fraktal: interrupted: ") and err.count("\n") == 1
+    assert "run the same command again to resume" in err
+    assert journal.stat().st_size > 0
+    assert "Traceback" not in err
+
+
+def next_journal(folder, timeout=60.0):
+    """The job's journal, once it records a finished tile or two."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for journal in folder.glob("fraktal-jobs/*/done.journal"):
+            if journal.stat().st_size > 200:
+                return journal
+        time.sleep(0.1)
+    raise AssertionError("the render recorded no finished tile")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,12 @@ def fill(store: JobStore, tile: int, value: float) -> None:
     store.mark_done([tile])
 
 
+def crash(store: JobStore) -> None:
+    """What a killed process leaves: its descriptors closed, nothing flushed."""
+    os.close(store._journal)
+    os.close(store._lock)
+
+
 def reopen(tmp_path, boot=BOOT) -> JobStore:
     return JobStore.open(tmp_path / "job", SPEC, boot=boot)
 
@@ -33,7 +41,7 @@ def test_committed_tiles_survive_a_reopen_with_their_values(tmp_path):
     fill(store, 0, 1.5)
     fill(store, 7, 2.5)
     assert store.commit() == 2
-    del store  # a crash: nothing closed
+    crash(store)
 
     again = reopen(tmp_path, boot=REBOOTED)
 
@@ -47,7 +55,7 @@ def test_uncommitted_tiles_survive_a_killed_process_on_the_same_boot(tmp_path):
     fill(store, 0, 1.0)
     store.commit()
     fill(store, 1, 2.0)
-    del store  # SIGKILL: the page cache still holds the record and the values
+    crash(store)  # SIGKILL: the page cache still holds the record and the values
 
     again = reopen(tmp_path)
 
@@ -62,6 +70,7 @@ def test_uncommitted_tiles_are_lost_after_a_reboot_and_counted(tmp_path):
     store.commit()
     fill(store, 1, 1.0)
     fill(store, 2, 1.0)
+    crash(store)
 
     again = reopen(tmp_path, boot=REBOOTED)
 
@@ -74,6 +83,7 @@ def test_leased_tiles_never_done_are_counted_in_flight(tmp_path):
     store.mark_leased((3, 4, 5))
     fill(store, 3, 1.0)
     store.mark_leased((6,))
+    crash(store)
 
     again = reopen(tmp_path)
 
@@ -84,7 +94,10 @@ def test_leased_tiles_never_done_are_counted_in_flight(tmp_path):
 def test_leases_of_an_earlier_session_are_not_counted_again(tmp_path):
     store = reopen(tmp_path)
     store.mark_leased((1, 2))
-    reopen(tmp_path).mark_leased((2,))
+    crash(store)
+    second = reopen(tmp_path)
+    second.mark_leased((2,))
+    crash(second)
 
     assert reopen(tmp_path).recovery.in_flight == 1
 
@@ -143,6 +156,7 @@ def test_history_tells_what_each_restart_found(tmp_path):
     store = reopen(tmp_path)
     store.mark_leased((0, 1))
     fill(store, 0, 1.0)
+    crash(store)
     reopen(tmp_path)
 
     events = read_history(tmp_path / "job")
@@ -174,3 +188,13 @@ def test_damaged_raw_file_is_refused_with_its_name(tmp_path):
 
     with pytest.raises(JobStoreError, match=r"raw\.npy"):
         reopen(tmp_path)
+
+
+def test_a_folder_in_use_by_another_master_is_refused(tmp_path):
+    first = reopen(tmp_path)
+
+    with pytest.raises(JobStoreError, match="in use by another fraktal master"):
+        reopen(tmp_path)
+
+    first.close()
+    reopen(tmp_path).close()

@@ -18,14 +18,17 @@ from typing import Any
 
 import click
 
-from fraktal.errors import FraktalError, UsageError
+from fraktal.errors import FraktalError, Interrupted, JobStoreError, UsageError
 from fraktal.render.palette import DEFAULT_PALETTE, check_palette, palette_names
 from fraktal.render.spec import (
     DEFAULT_CENTER,
     DEFAULT_MAX_ITER,
     DEFAULT_SPAN,
     DEFAULT_TILE,
+    MAX_COORDINATE,
     MAX_ITER,
+    MAX_SIDE,
+    MAX_SPAN,
     RenderSpec,
     make_spec,
     parse_center,
@@ -38,6 +41,7 @@ DEFAULT_OUTPUT = "mandelbrot_advanced.png"
 DEFAULT_WORKER_PORT = 65433
 DEFAULT_DASHBOARD_PORT = 5001
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class SizeType(click.ParamType):
@@ -88,14 +92,15 @@ def job_options(command: Any) -> Any:
             type=SizeType(),
             default="1920x1080",
             show_default=True,
-            help="Image size in pixels, WIDTHxHEIGHT.",
+            help=f"Image size in pixels, WIDTHxHEIGHT, each 1 to {MAX_SIDE}.",
         ),
         click.option(
             "--center",
             type=CenterType(),
             default=f"{DEFAULT_CENTER[0]},{DEFAULT_CENTER[1]}",
             show_default=True,
-            help="Centre of the view, RE,IM "
+            help=f"Centre of the view, RE,IM, each from -{MAX_COORDINATE:g} to "
+            f"{MAX_COORDINATE:g} "
             "(a leading minus works: --center -0.75,0.1).",
         ),
         click.option(
@@ -103,7 +108,8 @@ def job_options(command: Any) -> Any:
             type=float,
             default=DEFAULT_SPAN,
             show_default=True,
-            help="Width of the view on the real axis.",
+            help=f"Width of the view on the real axis, above 0 and at most "
+            f"{MAX_SPAN:g}.",
         ),
         click.option(
             "--max-iter",
@@ -225,6 +231,7 @@ def render(
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
     check_palette(palette)
+    _check_png(output, "--output")
     _check_folder(output, "--output")
     _check_folder(raw, "--raw")
     workers = workers or usable_cpus()
@@ -232,18 +239,27 @@ def render(
     logging.getLogger("fraktal").setLevel(
         max(logging.getLogger().level, logging.WARNING)
     )
-    seconds = render_locally(
+    result = render_locally(
         spec,
         Output(output, palette, equalize, raw),
         workers=workers,
         jobs_dir=job_dir,
         progress=not quiet,
     )
+    how = (
+        f"every tile was already done in {result.folder}; delete it to compute again"
+        if result.reused
+        else f"{workers} {_plural(workers, 'worker')}"
+    )
     click.echo(
-        f"wrote {output} ({spec.view.width}x{spec.view.height}, "
-        f"{workers} workers, {seconds:.1f} s)",
+        f"wrote {output} ({spec.view.width}x{spec.view.height}, {how}, "
+        f"{result.seconds:.1f} s)",
         err=True,
     )
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 @cli.command()
@@ -338,6 +354,7 @@ def master(
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
     check_palette(palette)
+    _check_png(output, "--output")
     _check_folder(output, "--output")
     _check_folder(raw, "--raw")
     host = host or default_host(token)
@@ -360,9 +377,9 @@ def master(
             "dashboard", dashboard_host, dashboard_port, token, "submit and cancel jobs"
         )
         dashboard = Dashboard(service, dashboard_host, dashboard_port, token)
-    job = service.submit(spec, Output(output, palette, equalize, raw))
-
-    asyncio.run(_serve_master(service, dashboard))
+    job = asyncio.run(
+        _serve_master(service, dashboard, spec, Output(output, palette, equalize, raw))
+    )
     if exit_when_done and job.status is not JobStatus.DONE:
         raise FraktalError(f"job {job.id} {job.status.value}: {job.error or ''}")
     if exit_when_done and job.id in service.picture_errors:
@@ -388,8 +405,14 @@ def _warn_if_open(
         )
 
 
-async def _serve_master(service: Any, dashboard: Any) -> None:
-    """Serve workers (and the dashboard) until the jobs end or a signal."""
+async def _serve_master(
+    service: Any, dashboard: Any, spec: RenderSpec, output: Any
+) -> Any:
+    """Listen, then queue the job: a master that cannot listen leaves no folder.
+
+    Serves workers (and the dashboard) until the jobs end or a signal comes,
+    and returns the job.
+    """
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, service.finished.set)
@@ -402,19 +425,33 @@ async def _serve_master(service: Any, dashboard: Any) -> None:
             f"{exc.strerror or exc}; choose another --port or --host"
         ) from None
     logger.info(
-        "master listening for workers on %s:%d%s",
-        config.host,
-        service.port,
+        "master listening for workers on %s%s",
+        _address(config.host, service.port),
         " (token required)" if config.token else "",
     )
-    if dashboard is not None:
-        dashboard.start()
     try:
+        job = service.submit(spec, output)
+        if dashboard is not None:
+            dashboard.start()
         await service.finished.wait()
     finally:
         if dashboard is not None:
             await asyncio.to_thread(dashboard.close)
         await service.stop()
+    return job
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_png(path: Path, option: str) -> None:
+    """fraktal writes PNG only; a .jpg name would hide PNG data behind it."""
+    if path.suffix.lower() != ".png":
+        raise UsageError(
+            f"{option} {str(path)!r}: fraktal writes PNG pictures; use a name "
+            f"that ends in .png"
+        )
 
 
 def _check_folder(path: Path | None, option: str) -> None:
@@ -485,7 +522,13 @@ def worker(address, processes, token, name, stop_with_parent) -> None:
 @click.argument(
     "job_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option("--palette", type=PALETTE, default=DEFAULT_PALETTE, show_default=True)
+@click.option(
+    "--palette",
+    type=PALETTE,
+    default=DEFAULT_PALETTE,
+    show_default=True,
+    help="Colour palette.",
+)
 @click.option("--equalize", is_flag=True, help="Histogram-equalised colours.")
 @click.option(
     "--output",
@@ -498,8 +541,12 @@ def recolor(job_dir, palette, equalize, output) -> None:
     from fraktal.master.service import Output, write_outputs
     from fraktal.master.store import open_raw, read_recovery, read_spec
 
+    _check_png(output, "--output")
     _check_folder(output, "--output")
-    spec = read_spec(job_dir)
+    try:
+        spec = read_spec(job_dir)
+    except JobStoreError as exc:  # the user named the wrong folder
+        raise UsageError(str(exc)) from None
     total = spec.grid.count
     done = len(read_recovery(job_dir, spec).done)
     if done != total:
@@ -529,15 +576,29 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)  # the help, not an error
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.NoSuchOption as exc:
+        hint = (
+            " (--log-level goes before the command: fraktal --log-level debug "
+            "render ...)"
+            if exc.option_name == "--log-level"
+            else ""
+        )
+        _fail(exc.format_message() + hint, exc.exit_code)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except UsageError as exc:
         _fail(str(exc), EXIT_USAGE)
+    except Interrupted as exc:
+        print(f"fraktal: {exc}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except FraktalError as exc:
         _fail(str(exc), 1)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -51,3 +51,7 @@ class JobStoreError(FraktalError):
 
 class UnknownJobError(FraktalError):
     """Someone named a job id that this master does not know."""
+
+
+class Interrupted(FraktalError):
+    """The user stopped a render with Ctrl-C or SIGTERM; the work is kept."""

@@ -16,11 +16,13 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fraktal.errors import FraktalError
+from fraktal.errors import FraktalError, Interrupted
 from fraktal.master.scheduler import Job, JobStatus
 from fraktal.master.service import Master, MasterConfig, Output
 from fraktal.render.spec import RenderSpec
@@ -34,6 +36,15 @@ class RenderFailed(FraktalError):
     """The render's job failed; the message says which tile and why."""
 
 
+@dataclass(frozen=True)
+class LocalRender:
+    """How a local render went."""
+
+    seconds: float
+    reused: bool  # every tile was already done in the job folder
+    folder: Path
+
+
 def render_locally(
     spec: RenderSpec,
     output: Output,
@@ -42,8 +53,12 @@ def render_locally(
     jobs_dir: Path,
     progress: bool = True,
     lease_seconds: float = 30.0,
-) -> float:
-    """Render with ``workers`` local worker processes; returns seconds taken."""
+) -> LocalRender:
+    """Render with ``workers`` local worker processes.
+
+    Raises `RenderFailed` if the job or its picture fails, and `Interrupted`
+    on SIGINT or SIGTERM, with the job folder kept for a resume.
+    """
     config = MasterConfig(
         host="127.0.0.1",
         port=0,
@@ -58,39 +73,67 @@ def render_locally(
 
 async def _render(
     master: Master, spec: RenderSpec, output: Output, workers: int, progress: bool
-) -> float:
+) -> LocalRender:
     loop = asyncio.get_running_loop()
     started = loop.time()
     job = master.submit(spec, output)
+    folder = master.config.jobs_dir / job.id
+    reused = job.resumed == job.grid.count
+    if job.resumed and not reused and progress:
+        tqdm.write(
+            f"resuming: {job.resumed} of {job.grid.count} tiles were done in {folder}",
+            file=sys.stderr,
+        )
     await master.start()
-    processes = [_start_worker(master, i) for i in range(workers)]
+    processes = [] if reused else [_start_worker(master, i) for i in range(workers)]
+    interrupted = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, master.finished.set)
+        loop.add_signal_handler(signum, _interrupt, master, interrupted)
     bar = tqdm(
         total=job.grid.count,
         initial=job.done,
         unit="tile",
-        disable=not progress,
+        disable=None if progress else True,  # None: only on a terminal
         dynamic_ncols=True,
         desc="rendering",
     )
     try:
-        while not master.finished.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(master.finished.wait(), 0.2)
-            with master.lock:
-                done = job.done
-            bar.update(done - bar.n)
-            if not _alive(processes):
-                raise RenderFailed(
-                    "every local worker process exited; see the messages above"
-                )
+        await _follow(master, job, bar, processes)
     finally:
         bar.close()
-        await asyncio.to_thread(_stop_workers, processes)
+        # Ctrl-C reached the workers too: give them time to leave on their own.
+        grace = WORKER_STOP_SECONDS if interrupted.is_set() else 0.0
+        await asyncio.to_thread(_stop_workers, processes, grace)
         await master.stop()
+    if interrupted.is_set():
+        with master.lock:
+            done = job.done
+        raise Interrupted(
+            f"interrupted: {done} of {job.grid.count} tiles are saved in "
+            f"{folder}; run the same command again to resume"
+        )
     raise_if_failed(master, job)
-    return loop.time() - started
+    return LocalRender(loop.time() - started, reused, folder)
+
+
+def _interrupt(master: Master, interrupted: asyncio.Event) -> None:
+    interrupted.set()
+    master.finished.set()
+
+
+async def _follow(
+    master: Master, job: Job, bar: tqdm, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    while not master.finished.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(master.finished.wait(), 0.2)
+        with master.lock:
+            done = job.done
+        bar.update(done - bar.n)
+        if processes and not _alive(processes):
+            raise RenderFailed(
+                "every local worker process exited; see the messages above"
+            )
 
 
 def raise_if_failed(master: Master, job: Job) -> None:
@@ -130,7 +173,10 @@ def _alive(processes: list[subprocess.Popen[bytes]]) -> bool:
     return any(p.poll() is None for p in processes)
 
 
-def _stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+def _stop_workers(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while _alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

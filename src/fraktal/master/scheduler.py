@@ -265,7 +265,7 @@ class Scheduler:
         """Stop a queued or running job; its leased tiles are forgotten."""
         job = self.jobs[job_id]
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            self._end_job(job, JobStatus.CANCELLED, now, "cancelled")
+            self._end_job(job, JobStatus.CANCELLED, now, "on request")
         return job
 
     def _activate_next(self, now: float) -> None:
@@ -311,7 +311,8 @@ class Scheduler:
         self._record(
             now,
             "worker-joined",
-            f"worker {worker.id} ({name} on {host}, {processes} processes) joined",
+            f"worker {worker.id} ({name} on {host}, {processes} "
+            f"{'process' if processes == 1 else 'processes'}) joined",
         )
         return worker
 

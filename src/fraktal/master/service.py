@@ -522,9 +522,16 @@ class Master:
         elif isinstance(message, Release):
             connection.leaving = connection.leaving or message.leaving
             with self.lock:
-                self.scheduler.release(
+                released = self.scheduler.release(
                     connection.worker_id, message.chunks, now, message.leaving
                 )
+            logger.info(
+                "worker %s: handed back %d chunks (%d tiles)%s",
+                connection.worker_id,
+                len(message.chunks),
+                released,
+                ", leaving" if message.leaving else "",
+            )
         after = self._queue_state()
         more_work = after[0] != before[0] or after[1] > before[1]
         self.dispatch(None if more_work else connection)
@@ -663,7 +670,12 @@ def _log_resume(job: Job, folder: Path, recovery: Recovery) -> None:
 
 def _record_finish(job: Job, store: JobStore) -> None:
     """Log and keep in history.jsonl what restarts cost this job."""
-    resumes = [e for e in read_history(store.folder) if e.get("event") == "resumed"]
+    # Opening a finished job again (to colour it anew) is no restart.
+    resumes = [
+        e
+        for e in read_history(store.folder)
+        if e.get("event") == "resumed" and e.get("done", 0) < job.grid.count
+    ]
     in_flight = sum(int(e.get("in_flight", 0)) for e in resumes)
     received_twice = sum(int(e.get("lost", 0)) for e in resumes)
     store.record_history(

@@ -45,6 +45,7 @@ records never follow untrusted ones.
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 import logging
 import os
@@ -217,6 +218,7 @@ class JobStore:
         self.recovery = recovery
         self.journal_done = recovery.done if recovery else []
         self._journal = journal
+        self._lock = -1
         self._unsynced = 0
 
     @classmethod
@@ -229,11 +231,23 @@ class JobStore:
         """
         folder = Path(folder)
         boot = boot_id() if boot is None else boot
+        if not (folder / "job.json").exists():
+            _check_space(folder, spec)
+            folder.mkdir(parents=True, exist_ok=True)
+        lock = _lock(folder)
+        try:
+            store = cls._open_locked(folder, spec, boot)
+        except BaseException:
+            os.close(lock)
+            raise
+        store._lock = lock
+        return store
+
+    @classmethod
+    def _open_locked(cls, folder: Path, spec: RenderSpec, boot: bytes) -> JobStore:
         if (folder / "job.json").exists():
             return cls._reopen(folder, spec, boot)
 
-        _check_space(folder, spec)
-        folder.mkdir(parents=True, exist_ok=True)
         raw = _create_raw(folder / "raw.npy", spec)
         path = folder / "done.journal"
         path.write_bytes(JOURNAL_MAGIC)
@@ -324,6 +338,24 @@ class JobStore:
         self.commit()
         os.close(self._journal)
         self._journal = -1
+        if self._lock >= 0:
+            os.close(self._lock)  # lets another master open the folder
+            self._lock = -1
+
+
+def _lock(folder: Path) -> int:
+    """Hold the folder for this process: two masters on one job would each
+    compute it and take the other's results for a restart's."""
+    lock = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise JobStoreError(
+            f"job folder {str(folder)!r} is in use by another fraktal master; "
+            f"wait for it to finish or choose another --job-dir"
+        ) from None
+    return lock
 
 
 def read_spec(folder: Path | str) -> RenderSpec:

@@ -142,4 +142,14 @@ class TilePool:
         return outcomes
 
     def close(self) -> None:
+        """Stop the pool processes now, and wait until they are gone.
+
+        Waiting for tiles in progress could take as long as the slowest tile,
+        so the processes are terminated; waiting for the executor afterwards
+        lets it close its queues, which would otherwise leak semaphores and
+        race with the interpreter's exit.
+        """
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        self._executor.shutdown(wait=True)

@@ -218,6 +218,7 @@ function workerRows(worker) {
 function renderWorkers(workers) {
   $("workers").tBodies[0].replaceChildren(...workers.flatMap(workerRows));
   $("workers-empty").hidden = workers.length > 0;
+  $("workers-empty").textContent = "No worker has joined yet.";
   const live = workers.filter((w) => w.connected).length;
   $("workers-count").textContent = `${live} connected, ${workers.length - live} gone`;
 }
