@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 COMMIT_SECONDS = 1.0
 COMMIT_TILES = 2048
+INLINE_DECODE_BYTES = 256 * 1024
 TICK_SECONDS = 0.2
 
 
@@ -547,8 +548,12 @@ class Master:
             chunk = self.scheduler.lookup_chunk(connection.worker_id, result.chunk)
             spec = self.scheduler.jobs[chunk.job_id].spec
         # Inflating and checking megabytes of tiles would stall every other
-        # connection; zlib and NumPy let go of the GIL while they work.
-        values = await asyncio.to_thread(_decode_result, result, chunk.tiles, spec)
+        # connection, so a big result goes to a thread (zlib and NumPy let go
+        # of the GIL); for a small one the hop would cost more than it saves.
+        if sum(len(t.data) for t in result.done) > INLINE_DECODE_BYTES:
+            values = await asyncio.to_thread(_decode_result, result, chunk.tiles, spec)
+        else:
+            values = _decode_result(result, chunk.tiles, spec)
 
         with self.lock:
             completion = self.scheduler.complete(
