@@ -17,6 +17,7 @@ import numba
 import numpy as np
 import pytest
 
+from fraktal.local import worker_command
 from fraktal.master.service import Master, MasterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,20 +121,9 @@ def spawn_worker(
     env.pop("FRAKTAL_TOKEN", None)
     if token is not None:
         env["FRAKTAL_TOKEN"] = token
-    command = [
-        sys.executable,
-        "-m",
-        "fraktal",
-        "--log-level",
-        "warning",
-        "worker",
-        "--master",
-        f"127.0.0.1:{port}",
-        "--processes",
-        str(processes),
-        *(["--name", name] if name else []),
-        *extra,
-    ]
+    command = worker_command(
+        f"127.0.0.1:{port}", processes=processes, name=name, extra=extra
+    )
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 

@@ -149,24 +149,37 @@ def raise_if_failed(master: Master, job: Job) -> None:
 
 def _start_worker(master: Master, index: int) -> subprocess.Popen[bytes]:
     environment = {**os.environ, "FRAKTAL_TOKEN": master.config.token or ""}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraktal",
-            "--log-level",
-            "warning",
-            "worker",
-            "--master",
-            f"127.0.0.1:{master.port}",
-            "--processes",
-            "1",
-            "--name",
-            f"local-{index + 1}",
-            "--stop-with-parent",
-        ],
-        env=environment,
+    command = worker_command(
+        f"127.0.0.1:{master.port}",
+        processes=1,
+        name=f"local-{index + 1}",
+        extra=("--stop-with-parent",),
     )
+    return subprocess.Popen(command, env=environment)
+
+
+def worker_command(
+    address: str,
+    *,
+    processes: int,
+    name: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The command line of a quiet `fraktal worker` run by this Python."""
+    return [
+        sys.executable,
+        "-m",
+        "fraktal",
+        "--log-level",
+        "warning",
+        "worker",
+        "--master",
+        address,
+        "--processes",
+        str(processes),
+        *(["--name", name] if name else []),
+        *extra,
+    ]
 
 
 def _alive(processes: list[subprocess.Popen[bytes]]) -> bool:
