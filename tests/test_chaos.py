@@ -25,8 +25,8 @@ from chaos import (
     reference,
     wait_until,
 )
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus, TileState, WorkerStatus
-from fraktal.master.service import Output
 from fraktal.protocol.framing import encode_frame
 from fraktal.protocol.messages import Assign, encode
 from fraktal.render.spec import make_spec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fraktal.master.service import Output
+from fraktal.master.picture import Output
 from fraktal.render.spec import make_spec
 from fraktal.worker.cpus import cgroup_quota, usable_cpus
 from netlab import skip_or_fail

@@ -49,8 +49,8 @@ from chaos import each_tile_journaled_once, reference, wait_until
 from fraktal.dashboard.server import Dashboard
 from fraktal.dashboard.submission import FIELDS, parse_submission
 from fraktal.errors import UsageError
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus
-from fraktal.master.service import Output
 from fraktal.master.store import open_raw
 from fraktal.render.palette import colourize, palette_names
 from fraktal.render.spec import RenderSpec, make_spec

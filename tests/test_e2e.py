@@ -8,8 +8,8 @@ import signal
 import numpy as np
 import pytest
 
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus, WorkerStatus
-from fraktal.master.service import Output
 from fraktal.render.compute import render
 from fraktal.render.spec import make_spec
 

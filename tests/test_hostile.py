@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 
 from chaos import each_tile_journaled_once, reference, wait_until
 from conftest import RunningMaster, kill_group, spawn_worker
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import Job, JobStatus
-from fraktal.master.service import MasterConfig, Output
+from fraktal.master.service import MasterConfig
 from fraktal.master.store import open_raw
 from fraktal.protocol.codec import SHUFFLE_ZLIB, encode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME, HEADER, encode_frame

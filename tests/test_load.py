@@ -19,8 +19,8 @@ import pytest
 
 from chaos import each_tile_journaled_once, reference
 from conftest import TESTS
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus, TileState
-from fraktal.master.service import Output
 from fraktal.render.spec import make_spec
 
 pytestmark = pytest.mark.slow

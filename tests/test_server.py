@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chaos import LIGHT
-from fraktal.master.service import Output
+from fraktal.master.picture import Output
 from fraktal.protocol.messages import Assign, Heartbeat
 from rawclient import Closed, RawClient
 

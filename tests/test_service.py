@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from fraktal.local import RenderFailed, raise_if_failed
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus
-from fraktal.master.service import Master, MasterConfig, Output
+from fraktal.master.service import Master, MasterConfig
 from fraktal.protocol.framing import FrameReader
 from fraktal.protocol.messages import MASTER_MESSAGES, Assign, Release, decode
 from fraktal.protocol.session import MasterSession

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from fraktal.master import snapshot
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import Scheduler, WorkerStatus
-from fraktal.master.service import Output
 from fraktal.render.spec import make_spec
 
 # 10 x 1 tiles of 8 x 8 pixels

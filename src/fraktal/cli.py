@@ -226,7 +226,7 @@ def render(
 ) -> None:
     """Render on this machine: a master and local workers over loopback TCP."""
     from fraktal.local import render_locally
-    from fraktal.master.service import Output
+    from fraktal.master.picture import Output
     from fraktal.worker.cpus import usable_cpus
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
@@ -349,8 +349,9 @@ def master(
     workers and the picture as it fills in, and takes new jobs.
     """
     from fraktal.dashboard.server import Dashboard, default_host
+    from fraktal.master.picture import Output
     from fraktal.master.scheduler import JobStatus
-    from fraktal.master.service import Master, MasterConfig, Output
+    from fraktal.master.service import Master, MasterConfig
 
     spec = spec_from_options(size, center, span, max_iter, tile_size)
     check_palette(palette)
@@ -538,7 +539,7 @@ def worker(address, processes, token, name, stop_with_parent) -> None:
 )
 def recolor(job_dir, palette, equalize, output) -> None:
     """Colour a finished job again from its raw results, without recomputing."""
-    from fraktal.master.service import Output, write_outputs
+    from fraktal.master.picture import Output, write_outputs
     from fraktal.master.store import open_raw, read_recovery, read_spec
 
     _check_png(output, "--output")

@@ -23,8 +23,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fraktal.errors import FraktalError, Interrupted
+from fraktal.master.picture import Output
 from fraktal.master.scheduler import Job, JobStatus
-from fraktal.master.service import Master, MasterConfig, Output
+from fraktal.master.service import Master, MasterConfig
 from fraktal.render.spec import RenderSpec
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ What happens to a result, in this order, so that nothing is lost:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ import numpy as np
 
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
+from fraktal.master.picture import LivePicture, Output, paint_folder
 from fraktal.master.scheduler import (
     Completion,
     Job,
@@ -50,7 +52,6 @@ from fraktal.protocol.messages import (
 )
 from fraktal.protocol.session import MasterSession
 from fraktal.render.palette import DEFAULT_PALETTE
-from fraktal.render.png import write_png
 from fraktal.render.preview import preview
 from fraktal.render.spec import RenderSpec
 
@@ -81,16 +82,6 @@ class MasterConfig:
     exit_when_done: bool = False
 
 
-@dataclass(frozen=True)
-class Output:
-    """How a job's picture is written when its last tile arrives."""
-
-    png: Path | None
-    palette: str = DEFAULT_PALETTE
-    equalize: bool = False
-    raw_copy: Path | None = None
-
-
 class Master:
     """Serves workers, keeps job folders, writes pictures; see module doc."""
 
@@ -112,6 +103,8 @@ class Master:
         # descriptors, and a long-lived master may see thousands of jobs.
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
+        # Pictures being painted while their jobs run; see `picture`.
+        self.live: dict[str, LivePicture] = {}
         self.written: dict[str, Path] = {}
         self.picture_errors: dict[str, str] = {}
         self.connections: dict[str, Connection] = {}
@@ -155,6 +148,8 @@ class Master:
             with self.lock:
                 self.stores[key] = store
                 self.outputs[key] = output
+                if output.paints_live:
+                    self.live[key] = LivePicture(key, folder, spec, output)
                 job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
         if store.recovery is not None:
             _log_resume(job, folder, store.recovery)
@@ -309,6 +304,9 @@ class Master:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._pending_pictures:
             await asyncio.gather(*self._pending_pictures, return_exceptions=True)
+        for live in self.live.values():
+            self._painter.submit(live.abort)
+        self.live.clear()
         self._painter.shutdown()
         with self.lock:
             for store in self.stores.values():
@@ -395,25 +393,36 @@ class Master:
         with self.lock:
             store = self.stores.pop(job.id)
             store.close()
+            live = self.live.pop(job.id, None)
+        if live is not None and job.status is not JobStatus.DONE:
+            self._painter.submit(live.abort)
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
             logger.info(
                 "job %s: all %d tiles done in %.1f s", job.id, job.grid.count, elapsed
             )
             _record_finish(job, store)
-            self._write_picture(job)
+            self._write_picture(job, live)
         elif job.status is JobStatus.FAILED:
             logger.error("job %s failed: %s", job.id, job.error)
             store.record_history("failed", error=job.error)
         else:
             logger.info("job %s %s", job.id, job.status.value)
 
-    def _write_picture(self, job: Job) -> None:
-        with self.lock:
-            output = self.outputs[job.id]
-        future = asyncio.get_running_loop().run_in_executor(
-            self._painter, _paint, self._folder(job.id), job.spec, output
-        )
+    def _write_picture(self, job: Job, live: LivePicture | None = None) -> None:
+        """Write a done job's picture, or finish the one painted meanwhile."""
+        if live is not None:
+            with self.lock:
+                last_strips = live.ready(job.states)
+            output = live.output
+            work = functools.partial(live.finish, last_strips)
+        else:
+            with self.lock:
+                output = self.outputs[job.id]
+            work = functools.partial(
+                paint_folder, self._folder(job.id), job.spec, output
+            )
+        future = asyncio.get_running_loop().run_in_executor(self._painter, work)
         self._pending_pictures.add(future)
 
         def written(done: asyncio.Future[None]) -> None:
@@ -578,6 +587,11 @@ class Master:
         store.mark_done(list(completion.accepted))
         if store.uncommitted >= COMMIT_TILES:
             store.commit()
+        live = self.live.get(completion.job_id)
+        if live is not None:
+            strips = live.ready(self.scheduler.jobs[completion.job_id].states)
+            if strips:
+                self._painter.submit(live.paint, strips)
 
     def _log_result(
         self, connection: Connection, result: Result, completion: Completion
@@ -625,38 +639,6 @@ def _absolute(output: Output) -> Output:
         png=output.png.resolve() if output.png else None,
         raw_copy=output.raw_copy.resolve() if output.raw_copy else None,
     )
-
-
-def _paint(folder: Path, spec: RenderSpec, output: Output) -> None:
-    write_outputs(spec, open_raw(folder, spec), output)
-
-
-def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:
-    """Write the PNG (and the raw copy) of a finished job."""
-    metadata = {
-        "Software": "fraktal",
-        "fraktal:center": f"{spec.view.center_re!r},{spec.view.center_im!r}",
-        "fraktal:span": repr(spec.view.span),
-        "fraktal:size": f"{spec.view.width}x{spec.view.height}",
-        "fraktal:max-iter": str(spec.max_iter),
-        "fraktal:palette": output.palette + (" equalized" if output.equalize else ""),
-    }
-    if output.png is not None:
-        write_png(
-            output.png,
-            raw,
-            output.palette,
-            equalize=output.equalize,
-            metadata=metadata,
-        )
-    if output.raw_copy is not None:
-        copy = np.lib.format.open_memmap(
-            output.raw_copy, mode="w+", dtype=np.float32, shape=raw.shape
-        )
-        for start in range(0, raw.shape[0], 1024):
-            copy[start : start + 1024] = raw[start : start + 1024]
-        copy.flush()
-        del copy
 
 
 def _log_resume(job: Job, folder: Path, recovery: Recovery) -> None:

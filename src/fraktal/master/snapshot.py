@@ -31,7 +31,7 @@ from fraktal.master.scheduler import (
 )
 
 if TYPE_CHECKING:
-    from fraktal.master.service import Output
+    from fraktal.master.picture import Output
 
 # Workers whose connection ended are listed, newest first, up to this many,
 # so that a worker restarting in a loop cannot grow every snapshot forever.

@@ -5,6 +5,8 @@ need 1.2 GB for it. Here the raw counts (often a `numpy.memmap`) are read
 ``strip_rows`` rows at a time, coloured, and fed to one `zlib.compressobj`,
 so memory stays at a few strips whatever the size of the picture; each strip
 of a memory-mapped file is handed back (`paging.release`) once coloured.
+`PngWriter` takes the strips one call at a time, so the master can paint a
+job's picture while its later rows are still being computed.
 
 Every row uses PNG filter type 0 (None). Colours come from a lookup table of
 `palette.LUT_SIZE` entries, so the same 3-byte pixels repeat all over the
@@ -24,7 +26,6 @@ import struct
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from fraktal.render.palette import Equalizer, check_palette, colourize
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMPRESSION_LEVEL = 6
 MAX_KEYWORD_LENGTH = 79
+STRIP_ROWS = 256
 
 _BIT_DEPTH = 8
 _COLOUR_TYPE_RGB = 2
@@ -47,7 +49,7 @@ def write_png(
     *,
     equalize: bool = False,
     metadata: Mapping[str, str],
-    strip_rows: int = 256,
+    strip_rows: int = STRIP_ROWS,
 ) -> None:
     """Colour the smooth counts ``raw`` (float32, (H, W)) and write them as PNG.
 
@@ -56,53 +58,96 @@ def write_png(
     :param equalize: colour by the histogram of the whole image; this reads
         ``raw`` twice.
     """
-    check_palette(palette)
-    text_chunks = [_text_chunk(key, value) for key, value in metadata.items()]
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be at least 1, got {strip_rows!r}")
+    check_palette(palette)
     equalizer = Equalizer.from_raw(raw, strip_rows) if equalize else None
-
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    writer = PngWriter(path, raw.shape, palette, metadata=metadata, equalizer=equalizer)
     try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(SIGNATURE)
-            stream.write(_header(raw.shape))
-            stream.writelines(text_chunks)
-            _write_pixels(stream, raw, palette, equalizer, strip_rows)
-            stream.write(_chunk(b"IEND", b""))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
+        for y in range(0, raw.shape[0], strip_rows):
+            writer.write(raw[y : y + strip_rows])
+        writer.finish()
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        writer.abort()
         raise
 
 
-def _write_pixels(
-    stream: BinaryIO,
-    raw: np.ndarray,
-    palette: str,
-    equalizer: Equalizer | None,
-    strip_rows: int,
-) -> None:
-    compressor = zlib.compressobj(COMPRESSION_LEVEL)
-    for y in range(0, raw.shape[0], strip_rows):
-        strip = raw[y : y + strip_rows]
-        rgb = colourize(np.asarray(strip), palette, equalizer)
+class PngWriter:
+    """One PNG, coloured and compressed strip by strip from the top down.
+
+    The file grows under a temporary name beside ``path`` and takes its
+    final name in `finish`; `abort` removes it. By default the temporary name
+    is random; a caller that may have to start the same picture again after
+    a crash passes its own ``temporary`` name, and a leftover file of that
+    name is overwritten.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shape: tuple[int, ...],
+        palette: str,
+        *,
+        metadata: Mapping[str, str],
+        equalizer: Equalizer | None = None,
+        temporary: str | None = None,
+    ) -> None:
+        check_palette(palette)
+        text_chunks = [_text_chunk(key, value) for key, value in metadata.items()]
+        self._palette = palette
+        self._equalizer = equalizer
+        self._height = shape[0]
+        self.rows_written = 0
+        self._target = Path(path)
+        if temporary is None:
+            name = f".{self._target.name}.{secrets.token_hex(4)}.part"
+            flags = os.O_EXCL
+        else:
+            name, flags = temporary, os.O_TRUNC | os.O_NOFOLLOW
+        self._temporary = self._target.with_name(name)
+        descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | flags, 0o666)
+        self._stream = os.fdopen(descriptor, "wb")
+        self._compressor = zlib.compressobj(COMPRESSION_LEVEL)
+        try:
+            self._stream.write(SIGNATURE)
+            self._stream.write(_header(shape))
+            self._stream.writelines(text_chunks)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, strip: np.ndarray) -> None:
+        """Append the next rows: the smooth counts ``strip`` of shape (h, W)."""
+        rgb = colourize(np.asarray(strip), self._palette, self._equalizer)
         release(strip)
         rows = rgb.reshape(rgb.shape[0], -1)
         scanlines = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
         scanlines[:, 0] = _FILTER_NONE[0]
         scanlines[:, 1:] = rows
-        _write_idat(stream, compressor.compress(scanlines))
-    _write_idat(stream, compressor.flush())
+        self._write_idat(self._compressor.compress(scanlines))
+        self.rows_written += rows.shape[0]
 
+    def finish(self) -> None:
+        """Close the image, make it durable and give it its final name."""
+        if self.rows_written != self._height:
+            raise ValueError(
+                f"a PNG of {self._height} rows got {self.rows_written} rows"
+            )
+        self._write_idat(self._compressor.flush())
+        self._stream.write(_chunk(b"IEND", b""))
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        os.replace(self._temporary, self._target)
 
-def _write_idat(stream: BinaryIO, data: bytes) -> None:
-    if data:
-        stream.write(_chunk(b"IDAT", data))
+    def abort(self) -> None:
+        """Forget the picture: close and remove its temporary file."""
+        self._stream.close()
+        self._temporary.unlink(missing_ok=True)
+
+    def _write_idat(self, data: bytes) -> None:
+        if data:
+            self._stream.write(_chunk(b"IDAT", data))
 
 
 def _header(shape: tuple[int, ...]) -> bytes:

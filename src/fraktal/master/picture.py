@@ -1,0 +1,170 @@
+"""A job's outputs: its PNG and the copy of its raw results.
+
+The PNG of a job with a per-pixel palette (not equalised) is painted while
+the job runs: as soon as every tile under the next strip of rows is done,
+the strip is coloured and compressed in the master's painter thread
+(`LivePicture`). When the last tile arrives only the strips after the last
+complete one are left, so the picture is ready moments later instead of
+costing a full pass over the image while the workers idle. The file is the
+same, byte for byte, as `write_outputs` writes from the finished raw array.
+
+A histogram-equalised picture needs the counts of the whole image first, so
+it is written at the end, as are recolourings and the raw copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fraktal.master.scheduler import TileState
+from fraktal.master.store import open_raw
+from fraktal.render.palette import DEFAULT_PALETTE
+from fraktal.render.png import STRIP_ROWS, PngWriter, write_png
+from fraktal.render.spec import RenderSpec
+
+logger = logging.getLogger(__name__)
+
+RAW_COPY_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a job's picture is written when its last tile arrives."""
+
+    png: Path | None
+    palette: str = DEFAULT_PALETTE
+    equalize: bool = False
+    raw_copy: Path | None = None
+
+    @property
+    def paints_live(self) -> bool:
+        """Whether the PNG can be painted strip by strip during the job."""
+        return self.png is not None and not self.equalize
+
+
+class LivePicture:
+    """The PNG of a running job, painted strip by strip as rows complete.
+
+    `ready` runs wherever tiles are marked done (the event loop, under the
+    master's lock) and says which strips became complete; `paint`, `finish`
+    and `abort` run in the painter thread, one at a time, in the order they
+    were handed over. A strip that fails to paint is remembered and
+    `finish` raises it, so a full disk shows up as the job's picture error.
+    """
+
+    def __init__(
+        self, job_id: str, folder: Path, spec: RenderSpec, output: Output
+    ) -> None:
+        assert output.png is not None and output.paints_live
+        self.job_id = job_id
+        self.folder = folder
+        self.spec = spec
+        self.output = output
+        self.next_row = 0
+        self._writer: PngWriter | None = None
+        self._raw: np.memmap | None = None
+        self._error: BaseException | None = None
+
+    def ready(self, states: np.ndarray) -> list[tuple[int, int]]:
+        """The strips (first row, end row) completed since the last call."""
+        grid = self.spec.grid
+        strips = []
+        while self.next_row < grid.height:
+            end = min(self.next_row + STRIP_ROWS, grid.height)
+            first_tile = self.next_row // grid.size * grid.columns
+            end_tile = -(-end // grid.size) * grid.columns
+            if not np.all(states[first_tile:end_tile] == TileState.DONE):
+                break
+            strips.append((self.next_row, end))
+            self.next_row = end
+        return strips
+
+    def paint(self, strips: list[tuple[int, int]]) -> None:
+        """Colour and compress ``strips``, which follow the ones painted."""
+        if self._error is not None:
+            return
+        try:
+            if self._writer is None:
+                self._start()
+            assert self._writer is not None and self._raw is not None
+            for start, end in strips:
+                self._writer.write(self._raw[start:end])
+        except Exception as exc:  # kept for finish(); the job goes on
+            logger.error("job %s: painting its picture failed: %s", self.job_id, exc)
+            self._error = exc
+            self.abort()
+
+    def finish(self, strips: list[tuple[int, int]]) -> None:
+        """Paint the last ``strips``, then write the file and the raw copy."""
+        self.paint(strips)
+        if self._error is not None:
+            raise self._error
+        assert self._writer is not None and self._raw is not None
+        self._writer.finish()
+        if self.output.raw_copy is not None:
+            copy_raw(self._raw, self.output.raw_copy)
+        self._raw = None
+
+    def abort(self) -> None:
+        """Drop the unfinished file; the job did not finish or will restart."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        self._raw = None
+
+    def _start(self) -> None:
+        assert self.output.png is not None
+        self._raw = open_raw(self.folder, self.spec)
+        # Named after the job, so a master restarted on it overwrites the
+        # file its predecessor left behind instead of adding another.
+        self._writer = PngWriter(
+            self.output.png,
+            self._raw.shape,
+            self.output.palette,
+            metadata=metadata(self.spec, self.output),
+            temporary=f".{self.output.png.name}.{self.job_id[:16]}.part",
+        )
+
+
+def paint_folder(folder: Path, spec: RenderSpec, output: Output) -> None:
+    """Write the outputs of the finished job in ``folder``."""
+    write_outputs(spec, open_raw(folder, spec), output)
+
+
+def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:
+    """Write the PNG (and the raw copy) of a finished job."""
+    if output.png is not None:
+        write_png(
+            output.png,
+            raw,
+            output.palette,
+            equalize=output.equalize,
+            metadata=metadata(spec, output),
+        )
+    if output.raw_copy is not None:
+        copy_raw(raw, output.raw_copy)
+
+
+def metadata(spec: RenderSpec, output: Output) -> dict[str, str]:
+    """The PNG text chunks that say how a picture was made."""
+    return {
+        "Software": "fraktal",
+        "fraktal:center": f"{spec.view.center_re!r},{spec.view.center_im!r}",
+        "fraktal:span": repr(spec.view.span),
+        "fraktal:size": f"{spec.view.width}x{spec.view.height}",
+        "fraktal:max-iter": str(spec.max_iter),
+        "fraktal:palette": output.palette + (" equalized" if output.equalize else ""),
+    }
+
+
+def copy_raw(raw: np.ndarray, path: Path) -> None:
+    """Save ``raw`` as a ``.npy`` file, a band of rows at a time."""
+    copy = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=raw.shape)
+    for start in range(0, raw.shape[0], RAW_COPY_ROWS):
+        copy[start : start + RAW_COPY_ROWS] = raw[start : start + RAW_COPY_ROWS]
+    copy.flush()
+    del copy

@@ -1,0 +1,169 @@
+"""The PNG painted while a job runs: same bytes as one written at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from fraktal.master.picture import Output, write_outputs
+from fraktal.master.scheduler import JobStatus
+from fraktal.master.service import Master, MasterConfig
+from fraktal.protocol.codec import encode_tile
+from fraktal.protocol.messages import Result, TileData
+from fraktal.protocol.session import MasterSession
+from fraktal.render.compute import render
+from fraktal.render.spec import make_spec
+from test_service import Wire
+
+# 600 rows of 64-row tiles: strips of 256 rows need tile rows 0-3, 4-7, 8-9.
+SPEC = make_spec(
+    width=40, height=600, tile_size=64, center_re=-0.6, span=2.2, max_iter=80
+)
+EXPECTED = render(SPEC)
+
+
+def parts(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def wait_until(condition, what, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class Driver:
+    """A master run by hand: one worker whose results are the true tiles."""
+
+    def __init__(self, tmp_path, output: Output) -> None:
+        self.master = Master(MasterConfig(jobs_dir=tmp_path / "jobs"))
+        self.job = self.master.submit(SPEC, output)
+        self.wire = Wire()
+        self.worker = self.master.join(
+            MasterSession(None), self.wire, "w", "host", processes=1
+        )
+        self.loop = asyncio.new_event_loop()
+
+    def answer_chunks_until(self, tiles_done: int) -> None:
+        """Answer whole chunks, in the order leased, up to ``tiles_done`` tiles."""
+        while self.job.done < tiles_done:
+            self.master.dispatch(self.worker)
+            for assign in self.wire.assigns():
+                done = tuple(TileData(t, self._encoded(t)) for t in assign.tiles)
+                result = Result(assign.chunk, done, (), 0.01, 1000)
+                self.loop.run_until_complete(self.master.handle(self.worker, result))
+
+    def finish(self) -> None:
+        self.answer_chunks_until(SPEC.grid.count)
+        self.loop.run_until_complete(self._dispatch_and_wait())
+
+    async def _dispatch_and_wait(self) -> None:
+        self.master.dispatch()
+        await asyncio.gather(*self.master._pending_pictures)
+
+    def _encoded(self, tile: int) -> bytes:
+        rect = SPEC.grid.rect(tile)
+        values = EXPECTED[rect.y : rect.y + rect.height, rect.x : rect.x + rect.width]
+        return encode_tile(np.ascontiguousarray(values))
+
+    def close(self) -> None:
+        for live in self.master.live.values():
+            self.master._painter.submit(live.abort)
+        self.master._painter.shutdown()
+        self.loop.close()
+
+
+@pytest.fixture
+def driver_for(tmp_path):
+    made = []
+
+    def make(output: Output) -> Driver:
+        made.append(Driver(tmp_path, output))
+        return made[-1]
+
+    yield make
+    for driver in made:
+        driver.close()
+
+
+def test_strips_are_painted_while_the_job_runs_and_match_a_picture_made_at_the_end(
+    tmp_path, driver_for
+):
+    output = Output(png=tmp_path / "live.png", palette="fire", raw_copy=None)
+    driver = driver_for(output)
+    columns = SPEC.grid.columns
+
+    driver.answer_chunks_until(4 * columns)  # every tile under rows 0-255
+    wait_until(lambda: parts(tmp_path), "the first strip to be painted")
+    assert driver.job.done < SPEC.grid.count
+    assert driver.master.live[driver.job.id].next_row in (256, 512)
+    assert len(parts(tmp_path)) == 1 and not (tmp_path / "live.png").exists()
+
+    driver.finish()
+
+    assert driver.job.status is JobStatus.DONE and parts(tmp_path) == []
+    write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "end.png", palette="fire"))
+    live, end = (
+        (tmp_path / "live.png").read_bytes(),
+        (tmp_path / "end.png").read_bytes(),
+    )
+    assert live == end
+    assert driver.master.written[driver.job.id] == tmp_path / "live.png"
+
+
+def test_a_cancelled_job_leaves_neither_a_picture_nor_a_partial_file(
+    tmp_path, driver_for
+):
+    driver = driver_for(Output(png=tmp_path / "live.png"))
+    driver.answer_chunks_until(4 * SPEC.grid.columns)
+    wait_until(lambda: parts(tmp_path), "the first strip to be painted")
+
+    driver.master.cancel(driver.job.id)
+    driver.master.dispatch()
+    driver.master._painter.submit(lambda: None).result(10)
+
+    assert driver.job.status is JobStatus.CANCELLED
+    assert list(tmp_path.glob("*.png")) == [] and parts(tmp_path) == []
+
+
+def test_a_restarted_master_overwrites_the_partial_file_of_the_last_one(
+    tmp_path, driver_for
+):
+    output = Output(png=tmp_path / "live.png", raw_copy=tmp_path / "raw.npy")
+    first = driver_for(output)
+    first.answer_chunks_until(8 * SPEC.grid.columns)
+    wait_until(lambda: parts(tmp_path), "the first strips to be painted")
+    first.master.stores[first.job.id].commit()
+    first.master._painter.submit(lambda: None).result(10)
+    leftover = parts(tmp_path)
+    # The master dies here: its store's lock goes with the process.
+    first.master.stores.pop(first.job.id).close()
+
+    second = driver_for(output)
+    assert second.job.resumed == 8 * SPEC.grid.columns
+    second.finish()
+
+    assert parts(tmp_path) == [] and leftover != []
+    write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "end.png"))
+    assert (tmp_path / "live.png").read_bytes() == (tmp_path / "end.png").read_bytes()
+    assert np.array_equal(np.load(tmp_path / "raw.npy"), EXPECTED)
+
+
+def test_an_equalised_picture_is_written_at_the_end_from_the_whole_image(
+    tmp_path, driver_for
+):
+    output = Output(png=tmp_path / "eq.png", palette="ice", equalize=True)
+    driver = driver_for(output)
+    driver.answer_chunks_until(8 * SPEC.grid.columns)
+    assert driver.job.id not in driver.master.live and parts(tmp_path) == []
+
+    driver.finish()
+
+    write_outputs(
+        SPEC, EXPECTED, Output(png=tmp_path / "end.png", palette="ice", equalize=True)
+    )
+    assert (tmp_path / "eq.png").read_bytes() == (tmp_path / "end.png").read_bytes()
