@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import fraktal.render.png as png
 from fraktal.master.picture import Output, write_outputs
 from fraktal.master.scheduler import JobStatus
 from fraktal.master.service import Master, MasterConfig
@@ -18,7 +19,8 @@ from fraktal.render.compute import render
 from fraktal.render.spec import make_spec
 from test_service import Wire
 
-# 600 rows of 64-row tiles: strips of 256 rows need tile rows 0-3, 4-7, 8-9.
+# 600 rows of 64-row tiles, and strips of 256 rows (see `strips_of_256_rows`):
+# they need tile rows 0-3, 4-7 and 8-9.
 SPEC = make_spec(
     width=40, height=600, tile_size=64, center_re=-0.6, span=2.2, max_iter=80
 )
@@ -75,6 +77,11 @@ class Driver:
             self.master._painter.submit(live.abort)
         self.master._painter.shutdown()
         self.loop.close()
+
+
+@pytest.fixture(autouse=True)
+def strips_of_256_rows(monkeypatch):
+    monkeypatch.setattr(png, "STRIP_PIXELS", 256 * SPEC.view.width)
 
 
 @pytest.fixture

@@ -147,15 +147,15 @@ def test_a_finished_write_replaces_the_old_file(tmp_path, raw):
     assert [entry.name for entry in tmp_path.iterdir()] == ["poster.png"]
 
 
-def traced_peak_of_writing(tmp_path, height, width=1000):
+def traced_peak_of_writing(tmp_path, height, width=1000, strip_rows=64):
     """Bytes allocated at the peak of writing a memory-mapped image."""
     path = tmp_path / f"raw-{height}.npy"
     mapped = np.lib.format.open_memmap(
         path, mode="w+", dtype=np.float32, shape=(height, width)
     )
-    for y in range(0, height, 512):
-        rows = np.arange(y, min(y + 512, height), dtype=np.float32)[:, None]
-        mapped[y : y + 512] = (rows * 0.3 + np.arange(width) * 0.7) % 900
+    for y in range(0, height, 64):
+        rows = np.arange(y, min(y + 64, height), dtype=np.float32)[:, None]
+        mapped[y : y + 64] = (rows * 0.3 + np.arange(width) * 0.7) % 900
     mapped[::9, ::7] = -1.0
     mapped.flush()
     tracemalloc.start()
@@ -166,7 +166,7 @@ def traced_peak_of_writing(tmp_path, height, width=1000):
             "fire",
             equalize=True,
             metadata={},
-            strip_rows=64,
+            strip_rows=strip_rows,
         )
         return tracemalloc.get_traced_memory()[1]
     finally:
@@ -180,3 +180,12 @@ def test_memory_follows_the_strip_not_the_height_of_the_image(tmp_path):
     whole_rgb = 8192 * 1000 * 3
     assert tall < whole_rgb / 4
     assert tall < 1.25 * short + 1_000_000
+
+
+def test_memory_follows_the_strip_not_the_width_of_a_panorama(tmp_path):
+    narrow = traced_peak_of_writing(tmp_path, height=8000, width=2500, strip_rows=None)
+    wide = traced_peak_of_writing(tmp_path, height=200, width=100_000, strip_rows=None)
+
+    whole_rgb = 200 * 100_000 * 3
+    assert wide < whole_rgb / 2
+    assert wide < 1.25 * narrow + 1_000_000

@@ -23,7 +23,7 @@ import numpy as np
 from fraktal.master.scheduler import TileState
 from fraktal.master.store import open_raw
 from fraktal.render.palette import DEFAULT_PALETTE
-from fraktal.render.png import STRIP_ROWS, PngWriter, write_png
+from fraktal.render.png import PngWriter, strip_height, write_png
 from fraktal.render.spec import RenderSpec
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ class LivePicture:
         """The strips (first row, end row) completed since the last call."""
         grid = self.spec.grid
         strips = []
+        rows = strip_height(grid.width)
         while self.next_row < grid.height:
-            end = min(self.next_row + STRIP_ROWS, grid.height)
+            end = min(self.next_row + rows, grid.height)
             first_tile = self.next_row // grid.size * grid.columns
             end_tile = -(-end // grid.size) * grid.columns
             if not np.all(states[first_tile:end_tile] == TileState.DONE):
