@@ -1,8 +1,11 @@
 """The streaming PNG writer, checked by decoding its files with Pillow."""
 
+import os
 import struct
+import tempfile
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ import fraktal.render.png as png_module
 from fraktal.errors import UsageError
 from fraktal.render.compute import render
 from fraktal.render.palette import Equalizer, colourize
-from fraktal.render.png import SIGNATURE, write_png
+from fraktal.render.png import SIGNATURE, PngWriter, write_png
 from fraktal.render.spec import make_spec
 
 SPEC = make_spec(
@@ -189,3 +192,24 @@ def test_memory_follows_the_strip_not_the_width_of_a_panorama(tmp_path):
     whole_rgb = 200 * 100_000 * 3
     assert wide < whole_rgb / 2
     assert wide < 1.25 * narrow + 1_000_000
+
+
+def test_a_picture_kept_on_another_file_system_is_copied_into_place(tmp_path, raw):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as elsewhere:
+        writer = PngWriter(
+            tmp_path / "out.png",
+            raw.shape,
+            "nocturne",
+            metadata=METADATA,
+            temporary=Path(elsewhere) / "picture.part",
+        )
+        writer.write(raw)
+        writer.finish()
+        assert os.listdir(elsewhere) == []
+
+    write_png(tmp_path / "end.png", raw, "nocturne", metadata=METADATA)
+    assert (tmp_path / "out.png").read_bytes() == (tmp_path / "end.png").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["end.png", "out.png"]

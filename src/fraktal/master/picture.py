@@ -29,11 +29,13 @@ from fraktal.render.spec import RenderSpec
 logger = logging.getLogger(__name__)
 
 RAW_COPY_ROWS = 1024
+# The picture of a running job, in its folder, until it is complete.
+PARTIAL = "picture.part"
 
 
 @dataclass(frozen=True)
 class Output:
-    """How a job's picture is written when its last tile arrives."""
+    """Where and how a job's picture is written."""
 
     png: Path | None
     palette: str = DEFAULT_PALETTE
@@ -49,11 +51,16 @@ class Output:
 class LivePicture:
     """The PNG of a running job, painted strip by strip as rows complete.
 
-    `ready` runs wherever tiles are marked done (the event loop, under the
-    master's lock) and says which strips became complete; `paint`, `finish`
-    and `abort` run in the painter thread, one at a time, in the order they
-    were handed over. A strip that fails to paint is remembered and
-    `finish` raises it, so a full disk shows up as the job's picture error.
+    `ready` and `cancel` run on the event loop (`ready` under the master's
+    lock, wherever tiles are marked done) and say which strips became
+    complete; `paint`, `finish` and `abort` run in the painter thread, one
+    at a time, in the order they were handed over.
+
+    The file grows in the job folder (`PARTIAL`), which only the master
+    holding the folder's lock writes to: a master killed mid-job leaves it
+    there for the next one to overwrite, never in the user's folder. If
+    painting fails on the way (a full disk, a folder that went away for a
+    while), `finish` writes the picture again from the raw results.
     """
 
     def __init__(
@@ -65,9 +72,10 @@ class LivePicture:
         self.spec = spec
         self.output = output
         self.next_row = 0
+        self._cancelled = False
         self._writer: PngWriter | None = None
         self._raw: np.memmap | None = None
-        self._error: BaseException | None = None
+        self._error: Exception | None = None
 
     def ready(self, states: np.ndarray) -> list[tuple[int, int]]:
         """The strips (first row, end row) completed since the last call."""
@@ -84,56 +92,78 @@ class LivePicture:
             self.next_row = end
         return strips
 
+    def cancel(self) -> None:
+        """Stop painting at the next strip; `abort` is still to be handed over."""
+        self._cancelled = True
+
     def paint(self, strips: list[tuple[int, int]]) -> None:
         """Colour and compress ``strips``, which follow the ones painted."""
         if self._error is not None:
             return
         try:
-            if self._writer is None:
-                self._start()
-            assert self._writer is not None and self._raw is not None
             for start, end in strips:
-                self._writer.write(self._raw[start:end])
-        except Exception as exc:  # kept for finish(); the job goes on
-            logger.error("job %s: painting its picture failed: %s", self.job_id, exc)
-            self._error = exc
+                if self._cancelled:
+                    return
+                raw, writer = self._raw_and_writer()
+                writer.write(raw[start:end])
+        except Exception as exc:  # finish() writes the picture again
+            self._failed(exc)
             self.abort()
 
     def finish(self, strips: list[tuple[int, int]]) -> None:
         """Paint the last ``strips``, then write the file and the raw copy."""
         self.paint(strips)
+        if self._error is None:
+            try:
+                raw, writer = self._raw_and_writer()
+                writer.finish()  # removes its file if it fails
+                if self.output.raw_copy is not None:
+                    copy_raw(raw, self.output.raw_copy)
+            except Exception as exc:
+                self._failed(exc)
+            finally:
+                self._writer = self._raw = None
         if self._error is not None:
-            raise self._error
-        assert self._writer is not None and self._raw is not None
-        self._writer.finish()
-        if self.output.raw_copy is not None:
-            copy_raw(self._raw, self.output.raw_copy)
-        self._raw = None
+            paint_folder(self.folder, self.spec, self.output)
 
     def abort(self) -> None:
-        """Drop the unfinished file; the job did not finish or will restart."""
+        """Drop the unfinished file: the job did not finish, or it failed."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
         self._raw = None
 
-    def _start(self) -> None:
-        assert self.output.png is not None
-        self._raw = open_raw(self.folder, self.spec)
-        # Named after the job, so a master restarted on it overwrites the
-        # file its predecessor left behind instead of adding another.
-        self._writer = PngWriter(
-            self.output.png,
-            self._raw.shape,
-            self.output.palette,
-            metadata=metadata(self.spec, self.output),
-            temporary=f".{self.output.png.name}.{self.job_id[:16]}.part",
+    def _failed(self, error: Exception) -> None:
+        logger.warning(
+            "job %s: painting its picture failed (%s); it is written again "
+            "from the raw results when the job is done",
+            self.job_id,
+            error,
         )
+        self._error = error
+
+    def _raw_and_writer(self) -> tuple[np.memmap, PngWriter]:
+        if self._raw is None or self._writer is None:
+            assert self.output.png is not None
+            self._raw = open_raw(self.folder, self.spec)
+            self._writer = PngWriter(
+                self.output.png,
+                self._raw.shape,
+                self.output.palette,
+                metadata=metadata(self.spec, self.output),
+                temporary=self.folder / PARTIAL,
+            )
+        return self._raw, self._writer
 
 
 def paint_folder(folder: Path, spec: RenderSpec, output: Output) -> None:
     """Write the outputs of the finished job in ``folder``."""
     write_outputs(spec, open_raw(folder, spec), output)
+
+
+def forget_partial(folder: Path) -> None:
+    """Remove what a master that died left of a picture in ``folder``."""
+    (folder / PARTIAL).unlink(missing_ok=True)
 
 
 def write_outputs(spec: RenderSpec, raw: np.ndarray, output: Output) -> None:

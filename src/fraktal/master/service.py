@@ -29,7 +29,7 @@ import numpy as np
 
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
-from fraktal.master.picture import LivePicture, Output, paint_folder
+from fraktal.master.picture import LivePicture, Output, forget_partial, paint_folder
 from fraktal.master.scheduler import (
     Completion,
     Job,
@@ -103,7 +103,7 @@ class Master:
         # descriptors, and a long-lived master may see thousands of jobs.
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
-        # Pictures being painted while their jobs run; see `picture`.
+        # Pictures painted while their jobs run; see `fraktal.master.picture`.
         self.live: dict[str, LivePicture] = {}
         self.written: dict[str, Path] = {}
         self.picture_errors: dict[str, str] = {}
@@ -145,6 +145,7 @@ class Master:
             # Opening may reserve gigabytes and read a long journal: never
             # while the event loop and the dashboard wait for the lock.
             store = JobStore.open(folder, spec)
+            forget_partial(folder)
             with self.lock:
                 self.stores[key] = store
                 self.outputs[key] = output
@@ -304,9 +305,11 @@ class Master:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._pending_pictures:
             await asyncio.gather(*self._pending_pictures, return_exceptions=True)
-        for live in self.live.values():
-            self._painter.submit(live.abort)
-        self.live.clear()
+        with self.lock:
+            unfinished = list(self.live.values())
+            self.live.clear()
+        for live in unfinished:
+            self._drop(live)
         self._painter.shutdown()
         with self.lock:
             for store in self.stores.values():
@@ -395,7 +398,7 @@ class Master:
             store.close()
             live = self.live.pop(job.id, None)
         if live is not None and job.status is not JobStatus.DONE:
-            self._painter.submit(live.abort)
+            self._drop(live)
         if job.status is JobStatus.DONE:
             elapsed = (job.finished or 0) - (job.started or 0)
             logger.info(
@@ -408,6 +411,11 @@ class Master:
             store.record_history("failed", error=job.error)
         else:
             logger.info("job %s %s", job.id, job.status.value)
+
+    def _drop(self, live: LivePicture) -> None:
+        """Stop painting a picture that will not be finished; remove its file."""
+        live.cancel()
+        self._painter.submit(live.abort)
 
     def _write_picture(self, job: Job, live: LivePicture | None = None) -> None:
         """Write a done job's picture, or finish the one painted meanwhile."""

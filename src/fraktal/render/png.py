@@ -21,8 +21,10 @@ renamed into place at the end, so the final name never holds half a PNG.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import shutil
 import struct
 import zlib
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ from fraktal.render.palette import Equalizer, check_palette, colourize
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMPRESSION_LEVEL = 6
+COPY_BYTES = 1 << 20
 MAX_KEYWORD_LENGTH = 79
 # Pixels coloured at once. Colouring takes about 30 bytes a pixel (50 with
 # equalisation), so a strip costs at most some 25 MB whatever the shape of
@@ -73,10 +76,10 @@ def write_png(
     try:
         for y in range(0, raw.shape[0], strip_rows):
             writer.write(raw[y : y + strip_rows])
-        writer.finish()
     except BaseException:
         writer.abort()
         raise
+    writer.finish()
 
 
 def strip_height(width: int) -> int:
@@ -87,11 +90,12 @@ def strip_height(width: int) -> int:
 class PngWriter:
     """One PNG, coloured and compressed strip by strip from the top down.
 
-    The file grows under a temporary name beside ``path`` and takes its
-    final name in `finish`; `abort` removes it. By default the temporary name
-    is random; a caller that may have to start the same picture again after
-    a crash passes its own ``temporary`` name, and a leftover file of that
-    name is overwritten.
+    The file grows under a temporary name and takes its final name in
+    `finish`; `abort` removes it. By default the temporary file gets a fresh
+    random name beside ``path``. A caller may keep it elsewhere instead, at
+    ``temporary``: a folder that it alone writes to, so that a leftover of a
+    crash is its own to overwrite. If that folder is on another file system,
+    `finish` copies the picture over before it takes its final name.
     """
 
     def __init__(
@@ -102,21 +106,21 @@ class PngWriter:
         *,
         metadata: Mapping[str, str],
         equalizer: Equalizer | None = None,
-        temporary: str | None = None,
+        temporary: str | os.PathLike[str] | None = None,
     ) -> None:
         check_palette(palette)
         text_chunks = [_text_chunk(key, value) for key, value in metadata.items()]
         self._palette = palette
         self._equalizer = equalizer
         self._height = shape[0]
-        self.rows_written = 0
+        self._rows_written = 0
         self._target = Path(path)
         if temporary is None:
-            name = f".{self._target.name}.{secrets.token_hex(4)}.part"
+            self._temporary = _beside(self._target)
             flags = os.O_EXCL
         else:
-            name, flags = temporary, os.O_TRUNC | os.O_NOFOLLOW
-        self._temporary = self._target.with_name(name)
+            self._temporary = Path(temporary)
+            flags = os.O_TRUNC | os.O_NOFOLLOW
         descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | flags, 0o666)
         self._stream = os.fdopen(descriptor, "wb")
         self._compressor = zlib.compressobj(COMPRESSION_LEVEL)
@@ -137,20 +141,27 @@ class PngWriter:
         scanlines[:, 0] = _FILTER_NONE[0]
         scanlines[:, 1:] = rows
         self._write_idat(self._compressor.compress(scanlines))
-        self.rows_written += rows.shape[0]
+        self._rows_written += rows.shape[0]
 
     def finish(self) -> None:
-        """Close the image, make it durable and give it its final name."""
-        if self.rows_written != self._height:
-            raise ValueError(
-                f"a PNG of {self._height} rows got {self.rows_written} rows"
-            )
-        self._write_idat(self._compressor.flush())
-        self._stream.write(_chunk(b"IEND", b""))
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
-        os.replace(self._temporary, self._target)
+        """Close the image, make it durable and give it its final name.
+
+        If that fails, the temporary file is removed and the error raised.
+        """
+        try:
+            if self._rows_written != self._height:
+                raise ValueError(
+                    f"a PNG of {self._height} rows got {self._rows_written} rows"
+                )
+            self._write_idat(self._compressor.flush())
+            self._stream.write(_chunk(b"IEND", b""))
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
+            _move(self._temporary, self._target)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """Forget the picture: close and remove its temporary file."""
@@ -160,6 +171,32 @@ class PngWriter:
     def _write_idat(self, data: bytes) -> None:
         if data:
             self._stream.write(_chunk(b"IDAT", data))
+
+
+def _beside(target: Path) -> Path:
+    """A fresh hidden name in the folder of ``target``."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, copying it first across file systems."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    copy = _beside(target)
+    try:
+        with open(source, "rb") as original, open(copy, "xb") as duplicate:
+            shutil.copyfileobj(original, duplicate, COPY_BYTES)
+            duplicate.flush()
+            os.fsync(duplicate.fileno())
+        os.replace(copy, target)
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+    source.unlink()
 
 
 def _header(shape: tuple[int, ...]) -> bytes:
