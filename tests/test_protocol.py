@@ -182,6 +182,10 @@ def test_truncated_frame_yields_nothing_yet():
         (msgpack.packb({"v": 1, "type": "heartbeat"}), "has fields"),
         (msgpack.packb({"v": 1, "type": "heartbeat", "busy": 1, "x": 0}), "has fields"),
         (
+            msgpack.packb({"v": 1, "type": "heartbeat", "busy": 1, b"x": 0}),
+            "has fields",
+        ),
+        (
             msgpack.packb({"v": 1, "type": "heartbeat", "busy": "1"}),
             "must be an integer",
         ),

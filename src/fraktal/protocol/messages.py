@@ -205,7 +205,8 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
         )
     if data.keys() != _KEYS[cls]:
         raise ProtocolError(
-            f"{kind} message has fields {sorted(data.keys() - _ENVELOPE)}, "
+            f"{kind} message has fields "
+            f"{sorted(data.keys() - _ENVELOPE, key=repr)}, "
             f"expected {sorted(_KEYS[cls] - _ENVELOPE)}"
         )
     message: Message = _PARSERS[cls](data)
