@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 from fraktal.errors import UsageError
 from fraktal.render.tiles import TileGrid
@@ -45,7 +46,7 @@ class RenderSpec:
     max_iter: int
     tile_size: int = DEFAULT_TILE
 
-    @property
+    @cached_property
     def grid(self) -> TileGrid:
         """The tiles this render is cut into."""
         return TileGrid(self.view.width, self.view.height, self.tile_size)
