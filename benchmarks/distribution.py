@@ -334,7 +334,8 @@ def _round_trip_rows(quick: bool) -> list[Row]:
             "chunk round trip on loopback (master's share, 1 tile of 64x64)",
             median,
             "us",
-            f"median of {len(latencies)}; 90th percentile {tail:.0f} us",
+            f"median of {len(latencies)}, one result in flight; 90th percentile "
+            f"{tail:.0f} us",
             "< 100 us",
             median < 100,
         )

@@ -8,6 +8,13 @@ master decodes, checks and stores as it does for a real worker. It prints,
 as JSON, the seconds between sending each result and receiving the next
 assignment: the master's whole share of a chunk's round trip, loopback TCP
 included.
+
+Like a real worker it keeps a chunk in hand (the master leases two at a
+time), but it has only one result in flight: it sends the next result once
+the assignment that answers the previous one has arrived. With both results
+in flight, a sample would include the wait behind the other result, and an
+assignment read together with another one would be timed against a result
+sent after it was read.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import socket
 import sys
 import time
+from collections import deque
 
 import numpy as np
 
@@ -36,6 +44,7 @@ def main() -> None:
     connection = socket.create_connection(("127.0.0.1", port))
     connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     tiles: dict[tuple[int, int], bytes] = {}
+    in_hand: deque[Assign] = deque()
     latencies: list[float] = []
     sent_at: float | None = None
     answered = 0
@@ -44,17 +53,17 @@ def main() -> None:
         if not data:
             break
         received_at = time.perf_counter()
-        for message in session.receive(data):
-            if not isinstance(message, Assign):
-                continue
-            if sent_at is not None:
-                latencies.append(received_at - sent_at)
-                sent_at = None
-            result = _answer(message, tiles)
+        assigned = [m for m in session.receive(data) if isinstance(m, Assign)]
+        connection.sendall(session.data_to_send())
+        if sent_at is not None and assigned:
+            latencies.append(received_at - sent_at)
+            sent_at = None
+        in_hand.extend(assigned)
+        if sent_at is None and in_hand:
+            result = _answer(in_hand.popleft(), tiles)
             connection.sendall(session.send(result))
             sent_at = time.perf_counter()
             answered += 1
-        connection.sendall(session.data_to_send())
     connection.close()
     print(json.dumps(latencies))
 

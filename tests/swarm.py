@@ -12,8 +12,8 @@ per chunk is what limits the pace.
 The swarm watches the leases it is given. Its workers answer at once and
 never vanish, so no lease may expire or be taken back: a tile handed out a
 second time is a violation. It prints one JSON object with its figures and
-exits once every tile was answered, or after ``--deadline`` seconds with
-what it has.
+exits once every tile was answered and every worker welcomed, or after
+``--deadline`` seconds with what it has.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Swarm:
     token: str | None
     tiles: dict[int, bytes]
     tile_seconds: float
+    workers: int
     answered: set[int] = field(default_factory=set)
     joined: list[float] = field(default_factory=list)
     refills: list[float] = field(default_factory=list)
@@ -52,12 +53,13 @@ class Swarm:
     first_assign: float | None = None
     last_result: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    all_joined: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def figures(self, workers: int) -> dict[str, object]:
+    def figures(self) -> dict[str, object]:
         elapsed = (self.last_result or 0.0) - (self.first_assign or 0.0)
         refills = sorted(self.refills) or [0.0]
         return {
-            "workers": workers,
+            "workers": self.workers,
             "welcomed": len(self.joined),
             "tiles_answered": len(self.answered),
             "round_trips": self.round_trips,
@@ -79,14 +81,18 @@ async def simulated_worker(swarm: Swarm, index: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", swarm.port)
     session = WorkerSession(swarm.token, f"sim-{index}", "swarm", 1)
     answered_at: float | None = None
+    welcomed = False
     try:
-        while not swarm.done.is_set():
+        while not (swarm.done.is_set() and welcomed):
             data = await reader.read(READ_BYTES)
             if not data:
                 return
             for message in session.receive(data):
                 if isinstance(message, Welcome):
                     swarm.joined.append(time.monotonic() - started)
+                    welcomed = True
+                    if len(swarm.joined) == swarm.workers:
+                        swarm.all_joined.set()
                 elif isinstance(message, Assign):
                     if answered_at is not None:
                         swarm.refills.append(time.monotonic() - answered_at)
@@ -130,10 +136,10 @@ async def run(
     tile_seconds: float,
     deadline: float,
 ) -> dict[str, object]:
-    swarm = Swarm(port, token, encoded_tiles(spec), tile_seconds)
+    swarm = Swarm(port, token, encoded_tiles(spec), tile_seconds, workers)
     tasks = [asyncio.create_task(simulated_worker(swarm, i)) for i in range(workers)]
     try:
-        await asyncio.wait_for(swarm.done.wait(), deadline)
+        await asyncio.wait_for(finished(swarm), deadline)
     except asyncio.TimeoutError:
         pass
     finally:
@@ -141,7 +147,17 @@ async def run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return swarm.figures(workers)
+    return swarm.figures()
+
+
+async def finished(swarm: Swarm) -> None:
+    """Every tile answered and every worker welcomed.
+
+    A fast master hands out the last tile before the last of hundreds of
+    workers has joined; those still join, to be counted.
+    """
+    await swarm.done.wait()
+    await swarm.all_joined.wait()
 
 
 def main() -> None:

@@ -182,6 +182,10 @@ def test_truncated_frame_yields_nothing_yet():
         (msgpack.packb({"v": 1, "type": "heartbeat"}), "has fields"),
         (msgpack.packb({"v": 1, "type": "heartbeat", "busy": 1, "x": 0}), "has fields"),
         (
+            msgpack.packb({"v": 1, "type": "heartbeat", "busy": 1, b"x": 0}),
+            "has fields",
+        ),
+        (
             msgpack.packb({"v": 1, "type": "heartbeat", "busy": "1"}),
             "must be an integer",
         ),
@@ -365,6 +369,20 @@ def test_tiles_of_the_plain_shuffle_codec_still_decode():
 def test_bad_tile_data_is_refused(blob, match):
     with pytest.raises(ProtocolError, match=match):
         decode_tile(blob, 2, 3, max_iter=1000)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.nan, -np.nan, np.inf, -np.inf, -0.5, -2.0, 1001.5, -1e-45]
+)
+@pytest.mark.parametrize("interior", [False, True])
+def test_one_impossible_value_among_legal_ones_is_refused(bad, interior):
+    values = np.array([[0.0, 3.25, 1001.0], [999.5, 12.0, 7.0]], dtype=np.float32)
+    if interior:
+        values[0, 0] = -1.0
+    values[1, 1] = bad
+
+    with pytest.raises(ProtocolError, match="impossible"):
+        decode_tile(encode_tile(values), 2, 3, max_iter=1000)
 
 
 def test_compression_bomb_is_never_inflated_past_the_tile_size():

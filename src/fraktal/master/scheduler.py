@@ -61,6 +61,9 @@ class TileState(enum.IntEnum):
     FAILED = 3
 
 
+# A tile's state from its int8 in `Job.states`, without calling the enum.
+_STATES = tuple(TileState)
+
 _ALLOWED_MOVES = {
     TileState.PENDING: {TileState.LEASED, TileState.DONE},
     TileState.LEASED: {TileState.DONE, TileState.PENDING, TileState.FAILED},
@@ -393,16 +396,13 @@ class Scheduler:
         """Lease a chunk to the worker if it has room and there is work."""
         worker = self.workers[worker_id]
         job = self.active
-        ready = self.worker_status(worker, now) in (
-            WorkerStatus.IDLE,
-            WorkerStatus.WORKING,
-        )
         if (
-            not ready
+            len(worker.chunks) >= self.pipeline_depth
             or worker.leaving
             or job is None
             or not job.pending
-            or len(worker.chunks) >= self.pipeline_depth
+            or self.worker_status(worker, now)
+            not in (WorkerStatus.IDLE, WorkerStatus.WORKING)
         ):
             return None
 
@@ -523,7 +523,7 @@ class Scheduler:
     ) -> tuple[list[int], list[int]]:
         accepted, dropped = [], []
         for tile in done:
-            state = TileState(job.states[tile])
+            state = _STATES[job.states[tile]]
             if job.status is not JobStatus.RUNNING or state in (
                 TileState.DONE,
                 TileState.FAILED,
@@ -633,7 +633,7 @@ class Scheduler:
                 self._retired.popitem(last=False)
 
     def _move(self, job: Job, tile: int, new: TileState) -> None:
-        old = TileState(job.states[tile])
+        old = _STATES[job.states[tile]]
         if new not in _ALLOWED_MOVES[old]:
             raise TransitionError(
                 f"job {job.id}: tile {tile} cannot move from {old.name} to {new.name}"

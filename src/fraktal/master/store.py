@@ -214,6 +214,8 @@ class JobStore:
         self.folder = folder
         self.spec = spec
         self.raw = raw
+        # The same memory without the Python bookkeeping memmap does per slice.
+        self._pixels = raw.view(np.ndarray)
         self.grid = spec.grid
         self.recovery = recovery
         self.journal_done = recovery.done if recovery else []
@@ -297,7 +299,8 @@ class JobStore:
 
     def write_tile(self, rect: Rect, values: np.ndarray) -> None:
         """Put a tile's values in place; call `mark_done` after."""
-        self.raw[rect.y : rect.y + rect.height, rect.x : rect.x + rect.width] = values
+        rows = slice(rect.y, rect.y + rect.height)
+        self._pixels[rows, rect.x : rect.x + rect.width] = values
 
     def mark_done(self, tiles: list[int]) -> None:
         """Journal tiles whose values were written: safe from a process crash

@@ -203,13 +203,13 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
             f"message type {kind!r} is not one this side accepts; expected one "
             f"of {sorted(allowed)}"
         )
-    fields_ = {k: v for k, v in data.items() if k not in ("v", "type")}
-    expected = {f.name for f in fields(cls)}
-    if set(fields_) != expected:
+    if data.keys() != _KEYS[cls]:
         raise ProtocolError(
-            f"{kind} message has fields {sorted(fields_)}, expected {sorted(expected)}"
+            f"{kind} message has fields "
+            f"{sorted(data.keys() - _ENVELOPE, key=repr)}, "
+            f"expected {sorted(_KEYS[cls] - _ENVELOPE)}"
         )
-    message: Message = _PARSERS[cls](fields_)
+    message: Message = _PARSERS[cls](data)
     return message
 
 
@@ -397,6 +397,12 @@ def _parse_error(d: dict[str, Any]) -> Error:
     return Error(_text(d["message"], "field 'message'", MAX_TEXT))
 
 
+_ENVELOPE = frozenset({"v", "type"})
+# Every key a frame of each type carries; parsers read only the fields.
+_KEYS: dict[type[Message], frozenset[str]] = {
+    cls: _ENVELOPE | {f.name for f in fields(cls)}
+    for cls in (*MASTER_MESSAGES.values(), *WORKER_MESSAGES.values())
+}
 _PARSERS: dict[type[Message], Any] = {
     Hello: _parse_hello,
     Join: _parse_join,

@@ -11,7 +11,8 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from functools import cached_property
 
 from fraktal.errors import UsageError
 from fraktal.render.tiles import TileGrid
@@ -45,7 +46,7 @@ class RenderSpec:
     max_iter: int
     tile_size: int = DEFAULT_TILE
 
-    @property
+    @cached_property
     def grid(self) -> TileGrid:
         """The tiles this render is cut into."""
         return TileGrid(self.view.width, self.view.height, self.tile_size)
@@ -56,11 +57,15 @@ class RenderSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, float | int]:
-        # Field by field: dataclasses.asdict deep-copies, which costs more
-        # than the rest of encoding an assignment.
-        view = {f.name: getattr(self.view, f.name) for f in fields(self.view)}
+        # Field by field: dataclasses.asdict deep-copies, and even listing
+        # the fields costs more than the rest of encoding an assignment.
+        view = self.view
         return {
-            **view,
+            "center_re": view.center_re,
+            "center_im": view.center_im,
+            "span": view.span,
+            "width": view.width,
+            "height": view.height,
             "max_iter": self.max_iter,
             "tile_size": self.tile_size,
         }

@@ -8,6 +8,7 @@ rebuild the rectangle from the grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -26,21 +27,24 @@ class Rect:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """The tiles of a ``width`` x ``height`` image with square tiles of ``size``."""
+    """The tiles of a ``width`` x ``height`` image with square tiles of ``size``.
+
+    Its counts are worked out once: every tile of every result asks for them.
+    """
 
     width: int
     height: int
     size: int
 
-    @property
+    @cached_property
     def columns(self) -> int:
         return -(-self.width // self.size)
 
-    @property
+    @cached_property
     def rows(self) -> int:
         return -(-self.height // self.size)
 
-    @property
+    @cached_property
     def count(self) -> int:
         return self.columns * self.rows
 
