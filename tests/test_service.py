@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,20 @@ def test_ended_jobs_give_their_folders_back_and_still_preview(
     assert (
         image.shape == (16, 32, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 4
     )
+
+
+def test_a_job_cancelled_and_submitted_again_at_once_resumes_in_the_same_master(
+    start_master, tmp_path
+):
+    running = start_master()
+    job = running.master.submit(SPEC, Output(png=None))
+    # The event loop is busy when the cancel comes, as it is under load, so
+    # it has not given the job's folder back when the same job comes again.
+    running.loop.call_soon_threadsafe(time.sleep, 0.5)
+
+    running.master.cancel(job.id)
+    again = running.master.submit(SPEC, Output(png=None))
+
+    assert job.status is JobStatus.CANCELLED
+    assert again is not job and again.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert again.id in running.call(lambda: dict(running.master.stores))

@@ -16,6 +16,7 @@ What happens to a result, in this order, so that nothing is lost:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
@@ -61,6 +62,7 @@ COMMIT_SECONDS = 1.0
 COMMIT_TILES = 2048
 INLINE_DECODE_BYTES = 256 * 1024
 TICK_SECONDS = 0.2
+SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,11 @@ class Master:
                     JobStatus.RUNNING,
                 ):
                     return existing
+                ended_but_held = key in self.stores
+            if ended_but_held:
+                # Cancelled or failed a moment ago: the event loop has yet to
+                # give its folder back.
+                self._settle_ended_jobs()
             # Opening may reserve gigabytes and read a long journal: never
             # while the event loop and the dashboard wait for the lock.
             store = JobStore.open(folder, spec)
@@ -170,6 +177,23 @@ class Master:
             )
         self._wake()
         return job
+
+    def _settle_ended_jobs(self) -> None:
+        """Let the event loop finish off ended jobs now; wait a little for it."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self.dispatch()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._dispatch_now(), loop).result(
+                SETTLE_SECONDS
+            )
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+            # Opening the folder then says that it is in use.
+            logger.warning("master: ended jobs were not settled: %r", exc)
+
+    async def _dispatch_now(self) -> None:
+        self.dispatch()
 
     def _recolour(self, job: Job, output: Output) -> Job:
         """A done job asked for again: write its picture if the output differs."""
@@ -638,6 +662,13 @@ def _decode_result(
             tile.data, rect.height, rect.width, spec.max_iter
         )
     return values
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _absolute(output: Output) -> Output:
