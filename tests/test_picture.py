@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -11,13 +10,10 @@ import pytest
 import fraktal.render.png as png
 from fraktal.master.picture import Output, write_outputs
 from fraktal.master.scheduler import JobStatus
-from fraktal.master.service import Master, MasterConfig
-from fraktal.protocol.codec import encode_tile
-from fraktal.protocol.messages import Result, TileData
-from fraktal.protocol.session import MasterSession
+from fraktal.master.service import MasterConfig
 from fraktal.render.compute import render
 from fraktal.render.spec import make_spec
-from test_service import Wire
+from masterdriver import Driver
 
 # 600 rows of 64-row tiles, and strips of 256 rows (see `strips_of_256_rows`):
 # they need tile rows 0-3, 4-7 and 8-9.
@@ -39,51 +35,6 @@ def wait_until(condition, what, seconds=10.0):
         time.sleep(0.01)
 
 
-class Driver:
-    """A master run by hand: one worker whose results are the true tiles."""
-
-    def __init__(self, tmp_path, output: Output) -> None:
-        config = MasterConfig(port=0, jobs_dir=tmp_path / "jobs")
-        self.master = Master(config)
-        self.job = self.master.submit(SPEC, output)
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.master.start())
-        self.wire = Wire()
-        self.worker = self.master.join(
-            MasterSession(None), self.wire, "w", "host", processes=1
-        )
-
-    def answer_chunks_until(self, tiles_done: int) -> None:
-        """Answer whole chunks, in the order leased, up to ``tiles_done`` tiles."""
-        while self.job.done < tiles_done:
-            self.master.dispatch(self.worker)
-            for assign in self.wire.assigns():
-                done = tuple(TileData(t, self._encoded(t)) for t in assign.tiles)
-                result = Result(assign.chunk, done, (), 0.01, 1000)
-                self.loop.run_until_complete(self.master.handle(self.worker, result))
-
-    def finish(self) -> None:
-        self.answer_chunks_until(SPEC.grid.count)
-        self.loop.run_until_complete(self._dispatch_and_wait())
-
-    async def _dispatch_and_wait(self) -> None:
-        self.master.dispatch()
-        await asyncio.gather(*self.master._pending_pictures)
-
-    def _encoded(self, tile: int) -> bytes:
-        rect = SPEC.grid.rect(tile)
-        values = EXPECTED[rect.y : rect.y + rect.height, rect.x : rect.x + rect.width]
-        return encode_tile(np.ascontiguousarray(values))
-
-    def stop(self) -> None:
-        self.loop.run_until_complete(self.master.stop())
-
-    def close(self) -> None:
-        if not self.master.stopping:
-            self.stop()
-        self.loop.close()
-
-
 @pytest.fixture(autouse=True)
 def strips_of_256_rows(monkeypatch):
     monkeypatch.setattr(png, "STRIP_PIXELS", 256 * SPEC.view.width)
@@ -94,7 +45,8 @@ def driver_for(tmp_path):
     made = []
 
     def make(output: Output) -> Driver:
-        made.append(Driver(tmp_path, output))
+        config = MasterConfig(port=0, jobs_dir=tmp_path / "jobs")
+        made.append(Driver(config, SPEC, EXPECTED, output))
         return made[-1]
 
     yield make

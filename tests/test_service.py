@@ -14,26 +14,12 @@ from fraktal.local import RenderFailed, raise_if_failed
 from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus
 from fraktal.master.service import Master, MasterConfig
-from fraktal.protocol.framing import FrameReader
-from fraktal.protocol.messages import MASTER_MESSAGES, Assign, Release, decode
+from fraktal.protocol.messages import Release
 from fraktal.protocol.session import MasterSession
 from fraktal.render.spec import make_spec
+from masterdriver import Wire
 
 SPEC = make_spec(width=32, height=16, tile_size=8, span=3.0, max_iter=50)  # 8 tiles
-
-
-class Wire:
-    """Stands in for a connection's stream writer and keeps what was written."""
-
-    def __init__(self) -> None:
-        self.reader = FrameReader()
-
-    def write(self, data: bytes) -> None:
-        self.reader.feed(data)
-
-    def assigns(self) -> list[Assign]:
-        messages = [decode(b, MASTER_MESSAGES) for b in self.reader.frames()]
-        return [m for m in messages if isinstance(m, Assign)]
 
 
 def join(master: Master, name: str, processes: int):
