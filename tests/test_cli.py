@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from chaos import free_port
 from fraktal.cli import main
 from fraktal.render.kernel import BAILOUT_SQUARED, LOG_BAILOUT_SQUARED
 
@@ -106,6 +107,26 @@ def test_master_on_a_port_in_use_says_so_in_one_line(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1
     assert f"cannot listen for workers on 127.0.0.1:{port}" in err
     assert "choose another --port or --host" in err
+
+
+@pytest.mark.parametrize("command", ["render", "master"])
+def test_a_job_dir_that_cannot_be_made_says_so_in_one_line(capsys, tmp_path, command):
+    (tmp_path / "file").write_text("in the way")
+    job_dir = tmp_path / "file" / "jobs"
+    listen = ["--port", str(free_port()), "--no-dashboard"]
+    code, err = run_main(
+        capsys,
+        command,
+        "--size",
+        "64x64",
+        "--job-dir",
+        str(job_dir),
+        *(listen if command == "master" else []),
+    )
+
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"fraktal: error: cannot use the job folder '{job_dir}/")
+    assert err.endswith(": Not a directory; choose another --job-dir\n")
 
 
 def test_help_explains_every_command(capsys):

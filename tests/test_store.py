@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 
 import numpy as np
@@ -10,10 +12,13 @@ import pytest
 from fraktal.errors import JobStoreError
 from fraktal.master.store import (
     JobStore,
+    Record,
     read_history,
     read_recovery,
+    scan_journal,
 )
 from fraktal.render.spec import make_spec
+from smalldisk import fill_up, small_disk
 
 SPEC = make_spec(width=40, height=24, tile_size=8, span=3.0, max_iter=50)  # 15 tiles
 BOOT = bytes(range(16))
@@ -198,3 +203,74 @@ def test_a_folder_in_use_by_another_master_is_refused(tmp_path):
 
     first.close()
     reopen(tmp_path).close()
+
+
+# A disk that fills up: raw.npy (1 MiB) fits, and the journal soon does not.
+BIG = make_spec(width=512, height=512, tile_size=8, span=3.0, max_iter=50)
+
+
+def fill_until_refused(store: JobStore) -> list[int]:
+    """Store tiles until the journal is refused, then 50 more; the tiles."""
+    tiles = iter(range(BIG.grid.count))
+    done = []
+    while store.journal_error is None:
+        done.append(next(tiles))
+        fill(store, done[-1], float(done[-1]))
+    for tile in itertools.islice(tiles, 50):
+        fill(store, tile, float(tile))
+        done.append(tile)
+    return done
+
+
+def test_a_full_disk_loses_no_result_and_the_journal_catches_up_later(tmp_path):
+    with small_disk(tmp_path / "disk", 2 * 1024 * 1024) as disk:
+        store = JobStore.open(disk / "job", BIG, boot=BOOT)
+        filler = fill_up(disk)
+
+        done = fill_until_refused(store)
+
+        assert store.journal_error == os.strerror(errno.ENOSPC)
+        assert store.commit() == 0  # still refused: kept for later
+        journal = (disk / "job" / "done.journal").read_bytes()
+        entries, end = scan_journal(journal, BIG.grid.count)
+        assert end == len(journal)  # no torn record left behind
+        journaled = [t for e in entries if e.kind == Record.DONE for t in e.values]
+        assert 0 < len(journaled) < len(done)
+        assert journaled == done[: len(journaled)]
+
+        filler.unlink()
+        assert store.commit() == len(done)
+        assert store.journal_error is None
+        crash(store)
+        again = JobStore.open(disk / "job", BIG, boot=REBOOTED)  # fsync'd all
+        assert again.journal_done == done
+        for tile in done:
+            rect = BIG.grid.rect(tile)
+            assert (again.raw[rect.y, rect.x : rect.x + rect.width] == tile).all()
+        again.close()
+
+
+def test_tiles_the_full_disk_refused_are_computed_again_after_a_restart(tmp_path):
+    with small_disk(tmp_path / "disk", 2 * 1024 * 1024) as disk:
+        store = JobStore.open(disk / "job", BIG, boot=BOOT)
+        filler = fill_up(disk)
+        done = fill_until_refused(store)
+        store.close()  # its last commit is refused too, without raising
+        journal = (disk / "job" / "done.journal").read_bytes()
+        assert scan_journal(journal, BIG.grid.count)[1] == len(journal)
+
+        filler.unlink()
+        again = JobStore.open(disk / "job", BIG, boot=BOOT)
+        assert 0 < len(again.journal_done) < len(done)
+        assert again.journal_done == done[: len(again.journal_done)]
+        again.close()
+
+
+def test_a_job_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(JobStoreError) as refused:
+        JobStore.open(tmp_path / "file" / "job", SPEC)
+    assert str(refused.value) == (
+        f"cannot use the job folder {str(tmp_path / 'file' / 'job')!r}: "
+        f"Not a directory; choose another --job-dir"
+    )

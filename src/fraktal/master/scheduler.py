@@ -256,7 +256,7 @@ class Scheduler:
         job.pending = deque(np.flatnonzero(job.states == TileState.PENDING).tolist())
         self.jobs[job_id] = job
         self.queue.append(job_id)
-        self._record(
+        self.record(
             now,
             "job-queued",
             f"job {job_id} queued ({job.grid.count} tiles, {job.resumed} already done)",
@@ -278,7 +278,7 @@ class Scheduler:
                 continue
             job.status, job.started = JobStatus.RUNNING, now
             self.active = job
-            self._record(now, "job-started", f"job {job.id} started")
+            self.record(now, "job-started", f"job {job.id} started")
             if job.done == job.grid.count:
                 self._end_job(job, JobStatus.DONE, now, "all tiles were done before")
 
@@ -295,7 +295,7 @@ class Scheduler:
         self.finished_jobs.append(job)
         if self.active is job:
             self.active = None
-        self._record(now, f"job-{status.value}", f"job {job.id} {status.value}: {why}")
+        self.record(now, f"job-{status.value}", f"job {job.id} {status.value}: {why}")
         self._activate_next(now)
 
     # -- workers ----------------------------------------------------------
@@ -311,7 +311,7 @@ class Scheduler:
             last_seen=now,
         )
         self.workers[worker.id] = worker
-        self._record(
+        self.record(
             now,
             "worker-joined",
             f"worker {worker.id} ({name} on {host}, {processes} "
@@ -332,7 +332,7 @@ class Scheduler:
         worker.connected, worker.ended = False, now
         worker.end_status, worker.reason = status, reason
         self._forget_old_workers(worker_id)
-        self._record(
+        self.record(
             now,
             f"worker-{status.value}",
             f"{self._who(worker)} {status.value}: {reason}; "
@@ -385,7 +385,7 @@ class Scheduler:
             if chunk is not None:
                 count += len(self._requeue(chunk, count_attempt=False, now=now))
         if count:
-            self._record(
+            self.record(
                 now, "chunk-released", f"{self._who(worker)} released {count} tiles"
             )
         return count
@@ -450,7 +450,7 @@ class Scheduler:
             worker = self.workers[chunk.worker_id]
             worker.expired_recently = True
             self.totals.leases_expired += 1
-            self._record(
+            self.record(
                 now,
                 "lease-expired",
                 f"{self._who(worker)}: chunk "
@@ -573,7 +573,7 @@ class Scheduler:
             return
         job.lease_of.pop(tile, None)
         self.totals.tiles_failed += 1
-        self._record(
+        self.record(
             now,
             "tile-failed",
             f"{self._who(self.workers[chunk.worker_id])}: tile {tile} failed: {reason}",
@@ -646,7 +646,8 @@ class Scheduler:
         """How events name a worker: its id, and the name it gave."""
         return f"worker {worker.id} ({worker.name})"
 
-    def _record(self, now: float, kind: str, text: str) -> None:
+    def record(self, now: float, kind: str, text: str) -> None:
+        """Add an event to the log the dashboard shows."""
         self.events.append(Event(now, kind, text, next(self._event_ids)))
 
     # -- reading ----------------------------------------------------------

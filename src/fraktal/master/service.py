@@ -123,6 +123,7 @@ class Master:
         self._opening = threading.Lock()
         self._last_progress = 0.0
         self._last_commit = 0.0
+        self._journal_errors: dict[str, str] = {}
 
     # -- jobs, callable from any thread ----------------------------------
 
@@ -363,6 +364,7 @@ class Master:
             )
         if now - self._last_commit >= COMMIT_SECONDS:
             self._commit_all()
+        self._report_journals(now)
         if now - self._last_progress >= self.config.progress_seconds:
             self._log_progress(now)
         self.dispatch()
@@ -375,6 +377,28 @@ class Master:
         with self.lock:
             for store in self.stores.values():
                 store.commit()
+
+    def _report_journals(self, now: float) -> None:
+        """Put a job folder's disk refusing (or taking again) its journal in
+        the event log; the store has logged the details."""
+        with self.lock:
+            for job_id, store in self.stores.items():
+                error = store.journal_error
+                if error == self._journal_errors.get(job_id):
+                    continue
+                if error is None:
+                    self._journal_errors.pop(job_id)
+                    text = f"job {job_id}: its journal is written again"
+                    self.scheduler.record(now, "journal-ok", text)
+                else:
+                    self._journal_errors[job_id] = error
+                    text = (
+                        f"job {job_id}: its journal cannot be written ({error}); "
+                        f"results are kept, a restart would compute them again"
+                    )
+                    self.scheduler.record(now, "journal-failed", text)
+            for job_id in self._journal_errors.keys() - self.stores.keys():
+                del self._journal_errors[job_id]  # the job ended
 
     def dispatch(self, only: Connection | None = None) -> None:
         """Hand out work, tell workers about ended jobs, finish jobs.

@@ -40,11 +40,19 @@ lost and computed again. SYNC is written every second or so (`commit`).
 A record torn by the crash fails its CRC; it and everything after it are
 ignored, and the file is cut back to the last trusted record so that new
 records never follow untrusted ones.
+
+A disk that refuses writes (full, or failing) costs no result. raw.npy has
+its blocks reserved when it is created, so tile values are always stored. A
+journal record that cannot be written is cut off again, so that no torn
+record sits before later ones; its tiles wait in memory and every `commit`
+tries them again. Until one succeeds, a master started again would compute
+them anew. `journal_error` says why, for the master to report.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import fcntl
 import json
 import logging
@@ -222,6 +230,11 @@ class JobStore:
         self._journal = journal
         self._lock = -1
         self._unsynced = 0
+        # Where the last whole record ends, and the done tiles that the disk
+        # refused to journal; see the module docstring.
+        self._journal_end = os.fstat(journal).st_size
+        self._unjournaled: list[int] = []
+        self.journal_error: str | None = None
 
     @classmethod
     def open(
@@ -233,15 +246,21 @@ class JobStore:
         """
         folder = Path(folder)
         boot = boot_id() if boot is None else boot
-        if not (folder / "job.json").exists():
-            _check_space(folder, spec)
-            folder.mkdir(parents=True, exist_ok=True)
-        lock = _lock(folder)
         try:
-            store = cls._open_locked(folder, spec, boot)
-        except BaseException:
-            os.close(lock)
-            raise
+            if not (folder / "job.json").exists():
+                _check_space(folder, spec)
+                folder.mkdir(parents=True, exist_ok=True)
+            lock = _lock(folder)
+            try:
+                store = cls._open_locked(folder, spec, boot)
+            except BaseException:
+                os.close(lock)
+                raise
+        except OSError as exc:
+            raise JobStoreError(
+                f"cannot use the job folder {str(folder)!r}: "
+                f"{exc.strerror or exc}; choose another --job-dir"
+            ) from None
         store._lock = lock
         return store
 
@@ -293,9 +312,11 @@ class JobStore:
         return store
 
     def _start_session(self, boot: bytes) -> None:
-        os.write(self._journal, encode_record(Record.SESSION, boot))
-        os.write(self._journal, encode_record(Record.SYNC))
+        # Raises: a folder refused at the start is the user's to fix.
+        record = encode_record(Record.SESSION, boot) + encode_record(Record.SYNC)
+        _write_all(self._journal, record)
         os.fsync(self._journal)
+        self._journal_end += len(record)
 
     def write_tile(self, rect: Rect, values: np.ndarray) -> None:
         """Put a tile's values in place; call `mark_done` after."""
@@ -305,13 +326,19 @@ class JobStore:
     def mark_done(self, tiles: list[int]) -> None:
         """Journal tiles whose values were written: safe from a process crash
         at once, from a machine crash after the next `commit`."""
-        if tiles:
-            os.write(self._journal, encode_record(Record.DONE, tiles))
-            self._unsynced += len(tiles)
+        if not tiles:
+            return
+        self._unsynced += len(tiles)
+        if self._unjournaled or not self._append(encode_record(Record.DONE, tiles)):
+            self._unjournaled.extend(tiles)  # in order, behind the refused ones
 
     def mark_leased(self, tiles: tuple[int, ...] | list[int]) -> None:
-        """Journal tiles handed to a worker, to count them after a crash."""
-        os.write(self._journal, encode_record(Record.LEASED, list(tiles)))
+        """Journal tiles handed to a worker, to count them after a crash.
+
+        Skipped while the disk refuses records: the count is only a report.
+        """
+        if self.journal_error is None:
+            self._append(encode_record(Record.LEASED, list(tiles)))
 
     @property
     def uncommitted(self) -> int:
@@ -319,21 +346,88 @@ class JobStore:
         return self._unsynced
 
     def commit(self) -> int:
-        """Flush raw values, then mark the journal synced; returns tiles synced."""
+        """Flush raw values, then mark the journal synced; returns tiles synced.
+
+        Journals first the tiles the disk refused before; returns 0 and keeps
+        them for the next commit if it refuses again.
+        """
         if not self._unsynced:
             return 0
-        self.raw.flush()
-        release(self.raw)
-        os.write(self._journal, encode_record(Record.SYNC))
-        os.fsync(self._journal)
+        try:
+            self.raw.flush()
+            release(self.raw)
+        except OSError as exc:
+            self._failed(exc)
+            return 0
+        if self._unjournaled:
+            if not self._append(encode_record(Record.DONE, self._unjournaled)):
+                return 0
+            caught_up, self._unjournaled = len(self._unjournaled), []
+        else:
+            caught_up = 0
+        if not self._append(encode_record(Record.SYNC)):
+            return 0
+        try:
+            os.fsync(self._journal)
+        except OSError as exc:
+            self._failed(exc)
+            return 0
+        if self.journal_error is not None:
+            self.journal_error = None
+            logger.info(
+                "job folder %s: the journal is written again; %d waiting tiles "
+                "caught up",
+                self.folder,
+                caught_up,
+            )
         count, self._unsynced = self._unsynced, 0
         return count
 
+    def _append(self, record: bytes) -> bool:
+        """Append one record whole, or nothing and say why; False if refused."""
+        try:
+            _write_all(self._journal, record)
+        except OSError as exc:
+            self._cut_back()
+            self._failed(exc)
+            return False
+        self._journal_end += len(record)
+        return True
+
+    def _cut_back(self) -> None:
+        """Remove what a refused write left of a record."""
+        try:
+            os.ftruncate(self._journal, self._journal_end)
+        except OSError:
+            # A torn record fails its CRC; a restart ignores it and the rest.
+            logger.exception("journal of %s: a torn record stays", self.folder)
+
+    def _failed(self, exc: OSError) -> None:
+        if self.journal_error is None:
+            logger.error(
+                "job folder %s: cannot write the journal (%s); the job goes on "
+                "and no result is lost, but until this clears a master started "
+                "again would compute the tiles done from now on again",
+                self.folder,
+                exc.strerror or exc,
+            )
+        self.journal_error = exc.strerror or str(exc)
+
     def record_history(self, event: str, **figures: Any) -> None:
-        """Append one line to history.jsonl: what happened to this job, when."""
+        """Append one line to history.jsonl: what happened to this job, when.
+
+        A disk that refuses the line only costs the line.
+        """
         line = json.dumps({"time": round(time.time(), 3), "event": event, **figures})
-        with open(self.folder / "history.jsonl", "a") as history:
-            history.write(line + "\n")
+        try:
+            with open(self.folder / "history.jsonl", "a") as history:
+                history.write(line + "\n")
+        except OSError as exc:
+            logger.warning(
+                "job folder %s: history.jsonl not written (%s)",
+                self.folder,
+                exc.strerror or exc,
+            )
 
     def close(self) -> None:
         if self._journal < 0:
@@ -423,6 +517,16 @@ def _open_raw(folder: Path, spec: RenderSpec, mode: str) -> np.memmap:
             f"expected float32 ({spec.view.height}, {spec.view.width})"
         )
     return raw
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Write all of ``data``: a short write is followed by one that raises."""
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        if written == 0:
+            raise OSError(errno.EIO, "the journal took no bytes")
+        view = view[written:]
 
 
 def _open_journal(path: Path) -> int:
