@@ -60,6 +60,14 @@ class Driver:
                 result = Result(assign.chunk, done, (), 0.01, 1000)
                 self.loop.run_until_complete(self.master.handle(self.worker, result))
 
+    def tick(self) -> None:
+        """One periodic check of the master, and the commits it started."""
+        self.loop.run_until_complete(self._tick())
+
+    async def _tick(self) -> None:
+        self.master._tick_once()
+        await asyncio.gather(*self.master._commits.values())
+
     def finish(self) -> None:
         self.answer_chunks_until(self.spec.grid.count)
         self.loop.run_until_complete(self._dispatch_and_wait())

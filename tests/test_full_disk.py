@@ -43,7 +43,7 @@ def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(tmp_pat
         try:
             filler = fill_up(jobs)
             driver.answer_chunks_until(SPEC.grid.count // 2)
-            driver.master._tick_once()
+            driver.tick()
             assert events(driver, "journal-failed") == [
                 f"job {driver.job.id}: its journal cannot be written (No space "
                 f"left on device); results are kept, a restart would compute "
@@ -51,9 +51,8 @@ def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(tmp_pat
             ]
 
             filler.unlink()
-            driver.master._tick_once()
-            driver.master._commit_all()
-            driver.master._tick_once()
+            driver.loop.run_until_complete(driver.master.commit())
+            driver.tick()
             assert events(driver, "journal-ok") == [
                 f"job {driver.job.id}: its journal is written again"
             ]

@@ -40,7 +40,13 @@ from fraktal.master.scheduler import (
     WorkerStatus,
 )
 from fraktal.master.server import Connection, handle_connection
-from fraktal.master.store import JobStore, Recovery, open_raw, read_history
+from fraktal.master.store import (
+    Commit,
+    JobStore,
+    Recovery,
+    open_raw,
+    read_history,
+)
 from fraktal.protocol.codec import decode_tile
 from fraktal.protocol.framing import DEFAULT_MAX_FRAME
 from fraktal.protocol.messages import (
@@ -124,6 +130,7 @@ class Master:
         self._last_progress = 0.0
         self._last_commit = 0.0
         self._journal_errors: dict[str, str] = {}
+        self._commits: dict[JobStore, asyncio.Task[None]] = {}
 
     # -- jobs, callable from any thread ----------------------------------
 
@@ -330,6 +337,7 @@ class Master:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._pending_pictures:
             await asyncio.gather(*self._pending_pictures, return_exceptions=True)
+        await asyncio.gather(*self._commits.values(), return_exceptions=True)
         with self.lock:
             unfinished = list(self.live.values())
             self.live.clear()
@@ -370,13 +378,43 @@ class Master:
         self.dispatch()
 
     def _commit_all(self) -> None:
-        # TODO: flush and fsync in a thread (each SYNC record then naming the
-        # journal offset it vouches for) once a slow disk makes this pause the
-        # event loop for long; a commit flushes about a second of results.
         self._last_commit = self.clock()
         with self.lock:
-            for store in self.stores.values():
-                store.commit()
+            stores = list(self.stores.values())
+        for store in stores:
+            self._commit_soon(store)
+
+    def _commit_soon(self, store: JobStore) -> None:
+        """Make a job's results safe from a machine crash, off the event loop.
+
+        Flushing a second of results takes tens of milliseconds on a good
+        disk and far longer on a slow one; every connection would wait.
+        """
+        if store in self._commits:
+            return  # one at a time; the next one takes what came meanwhile
+        step = store.begin_commit()
+        if step is not None:
+            task = asyncio.get_running_loop().create_task(self._commit(store, step))
+            self._commits[store] = task
+
+    async def _commit(self, store: JobStore, step: Commit) -> None:
+        try:
+            durable = await asyncio.to_thread(store.make_durable, step)
+        except Exception:  # a bug: the next commit tries again
+            logger.exception("job folder %s: a commit failed", store.folder)
+            durable = False
+        finally:
+            del self._commits[store]
+        if durable:
+            store.end_commit(step)
+        else:
+            store.abort_commit(step)
+
+    async def commit(self) -> None:
+        """Commit every open job folder now and wait until it is done."""
+        await asyncio.gather(*self._commits.values(), return_exceptions=True)
+        self._commit_all()
+        await asyncio.gather(*self._commits.values())
 
     def _report_journals(self, now: float) -> None:
         """Put a job folder's disk refusing (or taking again) its journal in
@@ -443,8 +481,8 @@ class Master:
                     connection.send(Drop(job.id))
         with self.lock:
             store = self.stores.pop(job.id)
-            store.close()
             live = self.live.pop(job.id, None)
+        store.close()  # may wait for a commit under way
         if live is not None and job.status is not JobStatus.DONE:
             self._drop(live)
         if job.status is JobStatus.DONE:
@@ -642,7 +680,7 @@ class Master:
             store.write_tile(spec.grid.rect(tile), values[tile])
         store.mark_done(list(completion.accepted))
         if store.uncommitted >= COMMIT_TILES:
-            store.commit()
+            self._commit_soon(store)
         live = self.live.get(completion.job_id)
         if live is not None:
             strips = live.ready(self.scheduler.jobs[completion.job_id].states)

@@ -16,8 +16,11 @@ Journal records:
 
     DONE     tile ids whose values were written into raw.npy before the record
     LEASED   tile ids handed to a worker
-    SYNC     raw.npy was flushed before this record and the journal fsync'd
-             after it: every record before it is on disk
+    SYNC     every record before a journal offset is on disk, and so are the
+             values of the tiles they name: raw.npy and the journal were
+             fsync'd up to there before this record was written. The offset
+             is the record's payload (8 bytes); without one it is the
+             record's own start
     SESSION  a master opened the folder; carries the machine's boot id
 
 Theory of operation
@@ -34,8 +37,12 @@ were in flight at the crash are computed again.
 A machine that goes down (power, kernel panic) keeps only what was fsync'd,
 and the disk may hold a DONE record without the tile values it names. After a
 reboot, which the boot id in the last SESSION record reveals, only records up
-to the last SYNC are trusted; the tiles of later DONE records are counted as
-lost and computed again. SYNC is written every second or so (`commit`).
+to the offset the last SYNC vouches for are trusted; the tiles of later DONE
+records are counted as lost and computed again. SYNC is written every second
+or so (`commit`). The slow part of a commit, flushing raw.npy, may run in
+another thread (`make_durable`) while results keep arriving: the offset is
+taken before the flush starts, so the SYNC never vouches for a tile
+written during it.
 
 A record torn by the crash fails its CRC; it and everything after it are
 ignored, and the file is cut back to the last trusted record so that new
@@ -59,6 +66,7 @@ import logging
 import os
 import shutil
 import struct
+import threading
 import time
 import uuid
 import zlib
@@ -94,7 +102,10 @@ class Record(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Entry:
-    """One intact journal record and the offset just past it."""
+    """One intact journal record and the offset just past it.
+
+    The values of a SYNC entry are the one offset it vouches for.
+    """
 
     kind: Record
     values: np.ndarray
@@ -154,7 +165,12 @@ def scan_journal(data: bytes, tile_count: int) -> tuple[list[Entry], int]:
         if zlib.crc32(data[offset:end]) != crc:
             break
         values = np.frombuffer(data, dtype="<u4", count=count, offset=start)
-        if kind != Record.SESSION and values.size and values.max() >= tile_count:
+        if kind == Record.SYNC:
+            vouched = int(values[0]) | int(values[1]) << 32 if count else offset
+            if vouched > offset:  # it cannot know of records after itself
+                break
+            values = np.array([vouched], dtype=np.int64)
+        elif kind != Record.SESSION and values.size and values.max() >= tile_count:
             break
         offset = end + _CRC.size
         entries.append(Entry(Record(kind), values, offset))
@@ -163,7 +179,7 @@ def scan_journal(data: bytes, tile_count: int) -> tuple[list[Entry], int]:
 
 def _legal(kind: int, count: int) -> bool:
     if kind == Record.SYNC:
-        return count == 0
+        return count in (0, 2)
     if kind == Record.SESSION:
         return count == 4
     return kind in (Record.DONE, Record.LEASED)
@@ -180,13 +196,14 @@ def _bad_magic_message(data: bytes) -> str:
 
 def recover(entries: list[Entry], boot: bytes) -> Recovery:
     """Decide which records to trust; see the module docstring for the rules."""
-    last_sync = max(
-        (i for i, e in enumerate(entries) if e.kind is Record.SYNC), default=-1
+    synced = max(
+        (int(e.values[0]) for e in entries if e.kind is Record.SYNC),
+        default=len(JOURNAL_MAGIC),
     )
     sessions = [e for e in entries if e.kind is Record.SESSION]
     last_boot = sessions[-1].values.tobytes() if sessions else _UNKNOWN_BOOT
     same_boot = boot != _UNKNOWN_BOOT and last_boot == boot
-    trusted = entries if same_boot else entries[: last_sync + 1]
+    trusted = entries if same_boot else [e for e in entries if e.end <= synced]
 
     done = _unique(e.values for e in trusted if e.kind is Record.DONE)
     received = set(_unique(e.values for e in entries if e.kind is Record.DONE))
@@ -235,6 +252,10 @@ class JobStore:
         self._journal_end = os.fstat(journal).st_size
         self._unjournaled: list[int] = []
         self.journal_error: str | None = None
+        # A commit may run in another thread: `_appending` keeps records
+        # whole, `_io` keeps `close` from closing the journal under it.
+        self._appending = threading.Lock()
+        self._io = threading.RLock()
 
     @classmethod
     def open(
@@ -342,57 +363,83 @@ class JobStore:
 
     @property
     def uncommitted(self) -> int:
-        """Tiles marked done since the last `commit`."""
+        """Tiles marked done since the last commit began."""
         return self._unsynced
 
     def commit(self) -> int:
-        """Flush raw values, then mark the journal synced; returns tiles synced.
+        """Make every tile marked done so far safe from a machine crash.
 
-        Journals first the tiles the disk refused before; returns 0 and keeps
-        them for the next commit if it refuses again.
+        Returns the tiles synced; 0, keeping them for the next commit, if
+        the disk refused (see `journal_error`). The three steps below do the
+        same with the slow middle one in another thread.
         """
-        if not self._unsynced:
+        step = self.begin_commit()
+        if step is None:
             return 0
-        try:
-            self.raw.flush()
-            release(self.raw)
-        except OSError as exc:
-            self._failed(exc)
+        if not self.make_durable(step):
+            self.abort_commit(step)
             return 0
-        if self._unjournaled:
+        return self.end_commit(step)
+
+    def begin_commit(self) -> Commit | None:
+        """Start a commit of what is marked done now; None if nothing is."""
+        if not self._unsynced or self._journal < 0:
+            return None
+        caught_up = len(self._unjournaled)
+        if caught_up:
             if not self._append(encode_record(Record.DONE, self._unjournaled)):
-                return 0
-            caught_up, self._unjournaled = len(self._unjournaled), []
-        else:
-            caught_up = 0
-        if not self._append(encode_record(Record.SYNC)):
-            return 0
-        try:
-            os.fsync(self._journal)
-        except OSError as exc:
-            self._failed(exc)
-            return 0
+                return None
+            self._unjournaled = []
+        step = Commit(self._journal_end, self._unsynced, caught_up)
+        self._unsynced = 0
+        return step
+
+    def make_durable(self, step: Commit) -> bool:
+        """Flush raw.npy and the journal, then write and flush the SYNC that
+        vouches for them; False if the disk refused or the store is closed.
+        Safe to call from another thread while results keep arriving."""
+        with self._io:
+            if self._journal < 0:
+                return False
+            try:
+                self.raw.flush()
+                release(self.raw)
+                os.fsync(self._journal)
+                if not self._append(encode_record(Record.SYNC, _offset(step))):
+                    return False
+                os.fsync(self._journal)
+            except OSError as exc:
+                self._failed(exc)
+                return False
+        return True
+
+    def end_commit(self, step: Commit) -> int:
+        """Finish a commit whose `make_durable` succeeded; its tile count."""
         if self.journal_error is not None:
             self.journal_error = None
             logger.info(
                 "job folder %s: the journal is written again; %d waiting tiles "
                 "caught up",
                 self.folder,
-                caught_up,
+                step.caught_up,
             )
-        count, self._unsynced = self._unsynced, 0
-        return count
+        return step.tiles
+
+    def abort_commit(self, step: Commit) -> None:
+        """A commit that failed: its tiles wait for the next one."""
+        self._unsynced += step.tiles
 
     def _append(self, record: bytes) -> bool:
         """Append one record whole, or nothing and say why; False if refused."""
-        try:
-            _write_all(self._journal, record)
-        except OSError as exc:
-            self._cut_back()
-            self._failed(exc)
-            return False
-        self._journal_end += len(record)
-        return True
+        with self._appending:
+            try:
+                _write_all(self._journal, record)
+            except OSError as exc:
+                self._cut_back()
+                self._failed(exc)
+                return False
+            self._journal_end += len(record)
+            return True
 
     def _cut_back(self) -> None:
         """Remove what a refused write left of a record."""
@@ -430,11 +477,12 @@ class JobStore:
             )
 
     def close(self) -> None:
-        if self._journal < 0:
-            return
-        self.commit()
-        os.close(self._journal)
-        self._journal = -1
+        with self._io:  # waits for a commit running in another thread
+            if self._journal < 0:
+                return
+            self.commit()
+            os.close(self._journal)
+            self._journal = -1
         if self._lock >= 0:
             os.close(self._lock)  # lets another master open the folder
             self._lock = -1
@@ -517,6 +565,20 @@ def _open_raw(folder: Path, spec: RenderSpec, mode: str) -> np.memmap:
             f"expected float32 ({spec.view.height}, {spec.view.width})"
         )
     return raw
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit under way: the journal offset its SYNC vouches for, the
+    tiles it makes safe, and how many of them the disk had refused before."""
+
+    offset: int
+    tiles: int
+    caught_up: int
+
+
+def _offset(step: Commit) -> bytes:
+    return struct.pack("<Q", step.offset)
 
 
 def _write_all(descriptor: int, data: bytes) -> None:
