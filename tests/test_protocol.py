@@ -1,6 +1,7 @@
 """The wire protocol without sockets: both sessions paired in memory."""
 
 import struct
+import tracemalloc
 import zlib
 
 import msgpack
@@ -12,6 +13,7 @@ from fraktal.protocol.codec import SHUFFLE_ZLIB, decode_tile, encode_tile
 from fraktal.protocol.framing import FrameReader, encode_frame
 from fraktal.protocol.messages import (
     MASTER_MESSAGES,
+    MAX_TILES_PER_CHUNK,
     WORKER_MESSAGES,
     Assign,
     Drop,
@@ -425,6 +427,36 @@ def test_unpacker_refuses_containers_longer_than_any_message(value, match):
 
     with pytest.raises(ProtocolError, match=match):
         decode(body, WORKER_MESSAGES)
+
+
+def nested_empty_arrays(size: int) -> bytes:
+    """A map whose one value is arrays of 65,536 empty arrays: one byte each
+    on the wire, a new list object of about 60 bytes each once unpacked."""
+    inner = b"\xdd" + (65_536).to_bytes(4, "big") + b"\x90" * 65_536
+    count = (size - 64) // len(inner)
+    outer = b"\xdd" + count.to_bytes(4, "big") + inner * count
+    return b"\x81" + msgpack.packb("busy") + outer
+
+
+def test_a_frame_that_would_unpack_into_gigabytes_is_refused_early():
+    body = nested_empty_arrays(64 * 2**20)  # the frame limit after joining
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="more than 524288 values"):
+            decode(body, WORKER_MESSAGES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # it built about 4.6 GiB before
+
+
+def test_the_largest_result_a_chunk_can_have_still_unpacks():
+    done = tuple(TileData(t, b"x") for t in range(MAX_TILES_PER_CHUNK))
+    failed = tuple(TileFailure(t, "died") for t in range(MAX_TILES_PER_CHUNK, 2**17))
+    result = Result(2**53, done, failed, 1.0, 2**63 - 1)
+
+    assert decode(encode(result), WORKER_MESSAGES) == result
 
 
 def test_frames_before_the_handshake_are_limited_to_a_few_kilobytes():

@@ -33,6 +33,9 @@ MAX_TEXT = 1000
 MAX_TILES_PER_CHUNK = 65_536
 MAX_STR_BYTES = 4 * MAX_TEXT  # UTF-8 takes up to 4 bytes a character
 MAX_MAP_KEYS = 32
+# A result of 2 x MAX_TILES_PER_CHUNK tiles (done and failed) is the largest
+# message: 3 values a tile (its pair and the pair's two), and room to spare.
+MAX_VALUES = 8 * MAX_TILES_PER_CHUNK
 MAX_ID = 2**53
 MAX_SECONDS = 1e7
 _JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -214,9 +217,7 @@ def decode(body: bytes, allowed: dict[str, type[Message]]) -> Message:
 
 
 def _unpack(body: bytes) -> dict[str, Any]:
-    # TODO: bound the objects a whole frame may unpack into, not only each
-    # container, if workers that hold the token must be distrusted: a 64 MiB
-    # frame of nested lists of nils briefly costs about 8 times its size.
+    budget = _Budget()
     try:
         data = msgpack.unpackb(
             body,
@@ -227,7 +228,11 @@ def _unpack(body: bytes) -> dict[str, Any]:
             max_str_len=MAX_STR_BYTES,
             max_array_len=MAX_TILES_PER_CHUNK,
             max_map_len=MAX_MAP_KEYS,
+            list_hook=budget.take,
+            object_hook=budget.take,
         )
+    except ProtocolError:
+        raise
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"frame is not valid MessagePack: {exc}") from None
     if not isinstance(data, dict):
@@ -235,6 +240,32 @@ def _unpack(body: bytes) -> dict[str, Any]:
             f"frame holds a {type(data).__name__}, expected a MessagePack map"
         )
     return data
+
+
+class _Budget:
+    """Counts the values of the arrays and maps of a frame as they are built.
+
+    Each container is bounded by the unpacker, but not how many there are: a
+    64 MiB frame of empty arrays would become gigabytes of lists. No message
+    holds more than `MAX_VALUES`, so a frame stops there, having built at
+    most one container more.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+
+    def take(self, container: Any) -> Any:
+        # Each value is counted once, by its container; a container's own
+        # values were built (and counted, if containers) before it.
+        self.left -= len(container)
+        if self.left < 0:
+            raise ProtocolError(
+                f"frame unpacks into more than {MAX_VALUES} values, more than "
+                f"any message holds"
+            )
+        return container
 
 
 def _int(d: dict[str, Any], key: str, low: int, high: int) -> int:
