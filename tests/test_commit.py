@@ -9,6 +9,8 @@ be trusted, and those that came during it are computed again.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 
 import numpy as np
@@ -105,3 +107,86 @@ def test_a_sync_record_that_vouches_for_records_after_itself_is_not_trusted(
         handle.write(record)
 
     assert read_recovery(tmp_path / "job", SPEC, boot=REBOOTED).done == []
+
+
+def test_a_commit_never_flushes_through_the_memory_map(tmp_path, monkeypatch):
+    # CPython's mmap.flush keeps the GIL for the whole msync: the event loop
+    # would stall as if the commit ran on it. fsync on the file does the same
+    # work and lets other threads run.
+    def refuse(self):
+        raise AssertionError("raw.npy flushed through the memory map")
+
+    monkeypatch.setattr(np.memmap, "flush", refuse)
+    store = JobStore.open(tmp_path / "job", SPEC, boot=BOOT)
+    fill(store, 0, 1.0)
+    assert store.commit() == 1
+    store.close()
+
+
+def test_after_a_failed_flush_no_sync_vouches_for_anything_more(tmp_path, monkeypatch):
+    store = JobStore.open(tmp_path / "job", SPEC, boot=BOOT)
+    fill(store, 0, 1.0)
+    assert store.commit() == 1
+    fill(store, 1, 2.0)
+    real_fsync = os.fsync
+
+    def failing_fsync(descriptor):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    assert store.commit() == 0
+    assert store.journal_error == os.strerror(errno.EIO)
+    # Linux marks pages it failed to write clean: a second fsync would pass
+    # without writing them. No later SYNC may vouch for tile 1.
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    fill(store, 2, 3.0)
+    assert store.commit() == 0
+    store.close()
+
+    after_reboot = read_recovery(tmp_path / "job", SPEC, boot=REBOOTED)
+    assert after_reboot.done == [0]
+    assert after_reboot.lost == 2
+
+
+def test_closing_vouches_for_what_a_commit_under_way_took_on(tmp_path):
+    store = JobStore.open(tmp_path / "job", SPEC, boot=BOOT)
+    fill(store, 0, 1.0)
+    step = store.begin_commit()  # its thread has yet to start flushing
+    assert step is not None
+    store.close()  # the job ended meanwhile
+
+    assert not store.make_durable(step)  # too late: the store is closed
+    assert read_recovery(tmp_path / "job", SPEC, boot=REBOOTED).done == [0]
+
+
+def refuse_done_records(monkeypatch, refusing: list[bool]) -> None:
+    """While ``refusing[0]``, the disk refuses DONE records."""
+    real = store_module._write_all
+
+    def write(descriptor, data):
+        if refusing[0] and data[0] == store_module.Record.DONE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(descriptor, data)
+
+    monkeypatch.setattr(store_module, "_write_all", write)
+
+
+def test_the_journal_is_not_called_healthy_while_tiles_still_wait(
+    tmp_path, monkeypatch
+):
+    refusing = [False]
+    refuse_done_records(monkeypatch, refusing)
+    store = JobStore.open(tmp_path / "job", SPEC, boot=BOOT)
+    fill(store, 0, 1.0)
+    step = store.begin_commit()
+    refusing[0] = True
+    fill(store, 1, 2.0)  # refused while the commit flushes
+    refusing[0] = False
+    assert step is not None and store.make_durable(step)
+    store.end_commit(step)
+    assert store.journal_error == os.strerror(errno.ENOSPC)  # tile 1 waits
+
+    assert store.commit() == 1
+    assert store.journal_error is None
+    store.close()
+    assert read_recovery(tmp_path / "job", SPEC, boot=REBOOTED).done == [0, 1]

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+import fraktal.master.service as service
 from fraktal.master.picture import Output, write_outputs
 from fraktal.master.service import MasterConfig
 from fraktal.render.compute import render
@@ -36,14 +37,23 @@ def events(driver: Driver, kind: str) -> list[str]:
     return [e["text"] for e in driver.master.snapshot()["events"] if e["kind"] == kind]
 
 
-def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(tmp_path):
+def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(
+    tmp_path, monkeypatch
+):
     with small_disk(tmp_path / "jobs", DISK_BYTES) as jobs:
         config = MasterConfig(port=0, jobs_dir=jobs)
         driver = Driver(config, SPEC, EXPECTED, Output(png=tmp_path / "out.png"))
         try:
             filler = fill_up(jobs)
-            driver.answer_chunks_until(SPEC.grid.count // 2)
+            driver.answer_chunks_until(SPEC.grid.count // 4)
             driver.tick()
+            # From now on only the timer retries the journal, not each result.
+            begun = []
+            monkeypatch.setattr(service, "COMMIT_TILES", 1)
+            monkeypatch.setattr(driver.master, "_commit_soon", begun.append)
+            driver.answer_chunks_until(SPEC.grid.count // 2)
+            assert begun == []
+            monkeypatch.undo()
             assert events(driver, "journal-failed") == [
                 f"job {driver.job.id}: its journal cannot be written (No space "
                 f"left on device); results are kept, a restart would compute "
@@ -85,11 +95,11 @@ def render_command(tmp_path, jobs) -> list[str]:
     ]
 
 
-def fill_once_reserved(jobs, found: list) -> None:
-    """Fill the disk as soon as a job folder holds its raw.npy."""
+def fill_once_opened(jobs, found: list) -> None:
+    """Fill the disk as soon as a job folder is open: its history says so."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if list(jobs.glob("*/raw.npy")):
+        if list(jobs.glob("*/history.jsonl")):
             found.append(fill_up(jobs))
             return
         time.sleep(0.005)
@@ -99,14 +109,14 @@ def fill_once_reserved(jobs, found: list) -> None:
 def test_a_render_whose_disk_fills_up_loses_nothing_and_resumes_right(tmp_path):
     with small_disk(tmp_path / "jobs", DISK_BYTES) as jobs:
         filler: list = []
-        filling = threading.Thread(target=fill_once_reserved, args=(jobs, filler))
+        filling = threading.Thread(target=fill_once_opened, args=(jobs, filler))
         filling.start()
         first = subprocess.run(
             render_command(tmp_path, jobs), capture_output=True, text=True, timeout=300
         )
         filling.join()
         assert first.returncode == 0, first.stderr
-        assert filler, "the job folder never got its raw.npy"
+        assert filler, "the job folder was never opened"
         assert "Traceback" not in first.stderr and "internal error" not in first.stderr
         refused = [line for line in first.stderr.splitlines() if "journal" in line]
         assert len(refused) == 1, first.stderr

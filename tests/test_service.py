@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fraktal.local import RenderFailed, raise_if_failed
 from fraktal.master.picture import Output
 from fraktal.master.scheduler import JobStatus
 from fraktal.master.service import Master, MasterConfig
+from fraktal.master.store import JobStore
 from fraktal.protocol.messages import Release
 from fraktal.protocol.session import MasterSession
 from fraktal.render.spec import make_spec
@@ -117,3 +119,25 @@ def test_a_job_cancelled_and_submitted_again_at_once_resumes_in_the_same_master(
     assert job.status is JobStatus.CANCELLED
     assert again is not job and again.status in (JobStatus.QUEUED, JobStatus.RUNNING)
     assert again.id in running.call(lambda: dict(running.master.stores))
+
+
+def test_a_job_submitted_again_while_its_folder_is_being_closed_resumes(
+    start_master, monkeypatch
+):
+    closing = threading.Event()
+    real_close = JobStore.close
+
+    def slow_close(store):  # the last flush of a job, on a slow disk
+        closing.set()
+        time.sleep(0.5)
+        real_close(store)
+
+    monkeypatch.setattr(JobStore, "close", slow_close)
+    running = start_master()
+    job = running.master.submit(SPEC, Output(png=None))
+
+    running.master.cancel(job.id)
+    assert closing.wait(10)
+    again = running.master.submit(SPEC, Output(png=None))
+
+    assert again is not job and again.status in (JobStatus.QUEUED, JobStatus.RUNNING)

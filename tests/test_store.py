@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+import fraktal.master.store as store_module
 from fraktal.errors import JobStoreError
 from fraktal.master.store import (
     JobStore,
@@ -274,3 +275,36 @@ def test_a_job_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
         f"cannot use the job folder {str(tmp_path / 'file' / 'job')!r}: "
         f"Not a directory; choose another --job-dir"
     )
+
+
+def test_a_history_line_the_disk_refuses_half_way_leaves_no_torn_line(
+    tmp_path, monkeypatch
+):
+    store = reopen(tmp_path)
+    real = store_module._write_all
+
+    def half_then_full(descriptor, data):
+        real(descriptor, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module, "_write_all", half_then_full)
+    store.record_history("refused")
+    monkeypatch.setattr(store_module, "_write_all", real)
+    store.record_history("written")
+    store.close()
+
+    events = [e["event"] for e in read_history(tmp_path / "job")]
+    assert events == ["created", "written"]
+
+
+def test_a_folder_the_disk_refuses_at_opening_leaves_no_file_open(
+    tmp_path, monkeypatch
+):
+    def refuse(descriptor, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module, "_write_all", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(JobStoreError, match="No space left on device"):
+        reopen(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -1,8 +1,10 @@
 """The master process: scheduler, worker connections and job folders together.
 
-Everything runs on one asyncio event loop, except the dashboard, which calls
-`submit`, `cancel` and the read methods (`snapshot`, `job_info`, `preview`,
-`picture`, `healthy`) from its own threads. Every touch of the scheduler
+Everything runs on one asyncio event loop, except three kinds of threads:
+the dashboard, which calls `submit`, `cancel` and the read methods
+(`snapshot`, `job_info`, `preview`, `picture`, `healthy`) from its own; the
+painter, which colours and writes pictures; and commits, which flush job
+folders to disk (`JobStore.make_durable`). Every touch of the scheduler
 happens under `Master.lock`, and work that the loop must react to (a
 submitted job) is handed over with `call_soon_threadsafe`.
 
@@ -10,7 +12,9 @@ What happens to a result, in this order, so that nothing is lost:
 1. every tile's data is decoded and checked against the tile's shape;
 2. the scheduler decides which tiles are taken (first result wins);
 3. taken tiles are written into the job's memory-mapped raw array;
-4. their ids are journaled at the next commit, after the array is flushed.
+4. their ids are journaled at once, which a killed master does not lose;
+5. about once a second a commit flushes the array and the journal and marks
+   them safe from a machine crash too.
 """
 
 from __future__ import annotations
@@ -480,9 +484,15 @@ class Master:
                 if job.status is not JobStatus.DONE:
                     connection.send(Drop(job.id))
         with self.lock:
-            store = self.stores.pop(job.id)
+            store = self.stores[job.id]
             live = self.live.pop(job.id, None)
-        store.close()  # may wait for a commit under way
+        # TODO: close in a thread too. Its last flush runs on the event loop
+        # (and waits for a commit under way) because a job submitted again at
+        # once waits for the loop to give the folder back, its lock let go
+        # (`_settle_ended_jobs`); the dashboard need not wait meanwhile.
+        store.close()
+        with self.lock:
+            del self.stores[job.id]
         if live is not None and job.status is not JobStatus.DONE:
             self._drop(live)
         if job.status is JobStatus.DONE:
@@ -679,8 +689,8 @@ class Master:
         for tile in completion.accepted:
             store.write_tile(spec.grid.rect(tile), values[tile])
         store.mark_done(list(completion.accepted))
-        if store.uncommitted >= COMMIT_TILES:
-            self._commit_soon(store)
+        if store.uncommitted >= COMMIT_TILES and store.journal_error is None:
+            self._commit_soon(store)  # a refusing disk is tried once a second
         live = self.live.get(completion.job_id)
         if live is not None:
             strips = live.ready(self.scheduler.jobs[completion.job_id].states)

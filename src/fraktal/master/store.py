@@ -233,7 +233,6 @@ class JobStore:
         folder: Path,
         spec: RenderSpec,
         raw: np.memmap,
-        journal: int,
         recovery: Recovery | None,
     ) -> None:
         self.folder = folder
@@ -244,14 +243,24 @@ class JobStore:
         self.grid = spec.grid
         self.recovery = recovery
         self.journal_done = recovery.done if recovery else []
-        self._journal = journal
+        # fsync on this flushes what the memory map wrote, like msync, but
+        # lets other threads run meanwhile.
+        self._raw_file = os.open(folder / "raw.npy", os.O_RDONLY)
+        try:
+            self._journal = _open_journal(folder / "done.journal")
+        except BaseException:
+            os.close(self._raw_file)
+            raise
         self._lock = -1
         self._unsynced = 0
         # Where the last whole record ends, and the done tiles that the disk
         # refused to journal; see the module docstring.
-        self._journal_end = os.fstat(journal).st_size
+        self._journal_end = os.fstat(self._journal).st_size
         self._unjournaled: list[int] = []
         self.journal_error: str | None = None
+        # Set once a flush failed: the kernel may have dropped what it could
+        # not write, so no later SYNC may vouch for it.
+        self._flush_failed = False
         # A commit may run in another thread: `_appending` keeps records
         # whole, `_io` keeps `close` from closing the journal under it.
         self._appending = threading.Lock()
@@ -291,14 +300,12 @@ class JobStore:
             return cls._reopen(folder, spec, boot)
 
         raw = _create_raw(folder / "raw.npy", spec)
-        path = folder / "done.journal"
-        path.write_bytes(JOURNAL_MAGIC)
-        store = cls(folder, spec, raw, _open_journal(path), None)
-        store._start_session(boot)
+        (folder / "done.journal").write_bytes(JOURNAL_MAGIC)
         params = {"spec": spec.to_dict(), "created": time.time()}
         _write_json(folder / "job.json", params)
         _fsync_file(folder)
-        store.record_history("created", tiles=store.grid.count)
+        store = cls(folder, spec, raw, None)
+        store._begin(boot, "created", tiles=store.grid.count)
         return store
 
     @classmethod
@@ -320,10 +327,9 @@ class JobStore:
             )
             os.truncate(path, recovery.keep)
 
-        store = cls(folder, spec, raw, _open_journal(path), recovery)
-        _fsync_file(folder / "raw.npy")
-        store._start_session(boot)
-        store.record_history(
+        store = cls(folder, spec, raw, recovery)
+        store._begin(
+            boot,
             "resumed",
             done=len(recovery.done),
             in_flight=recovery.in_flight,
@@ -332,12 +338,22 @@ class JobStore:
         )
         return store
 
-    def _start_session(self, boot: bytes) -> None:
-        # Raises: a folder refused at the start is the user's to fix.
+    def _begin(self, boot: bytes, event: str, **figures: Any) -> None:
+        """Start this master's session in the journal, or close the files.
+
+        Raises: a folder refused at the start is the user's to fix.
+        """
         record = encode_record(Record.SESSION, boot) + encode_record(Record.SYNC)
-        _write_all(self._journal, record)
-        os.fsync(self._journal)
+        try:
+            # The SYNC vouches for what an earlier master on this boot wrote.
+            os.fsync(self._raw_file)
+            _write_all(self._journal, record)
+            os.fsync(self._journal)
+        except BaseException:
+            self._close_files()
+            raise
         self._journal_end += len(record)
+        self.record_history(event, **figures)
 
     def write_tile(self, rect: Rect, values: np.ndarray) -> None:
         """Put a tile's values in place; call `mark_done` after."""
@@ -373,7 +389,10 @@ class JobStore:
         the disk refused (see `journal_error`). The three steps below do the
         same with the slow middle one in another thread.
         """
-        step = self.begin_commit()
+        return self._commit(force=False)
+
+    def _commit(self, force: bool) -> int:
+        step = self.begin_commit(force)
         if step is None:
             return 0
         if not self.make_durable(step):
@@ -381,9 +400,12 @@ class JobStore:
             return 0
         return self.end_commit(step)
 
-    def begin_commit(self) -> Commit | None:
-        """Start a commit of what is marked done now; None if nothing is."""
-        if not self._unsynced or self._journal < 0:
+    def begin_commit(self, force: bool = False) -> Commit | None:
+        """Start a commit of what is journaled now; None if nothing is done
+        since the last one began (unless ``force``) or nothing can be."""
+        if self._journal < 0 or self._flush_failed:
+            return None
+        if not (self._unsynced or self._unjournaled or force):
             return None
         caught_up = len(self._unjournaled)
         if caught_up:
@@ -399,23 +421,36 @@ class JobStore:
         vouches for them; False if the disk refused or the store is closed.
         Safe to call from another thread while results keep arriving."""
         with self._io:
-            if self._journal < 0:
+            if self._journal < 0 or self._flush_failed:
                 return False
-            try:
-                self.raw.flush()
+            if not self._flush():
+                return False
+            if not self._append(encode_record(Record.SYNC, _offset(step))):
+                return False
+            return self._flush(raw=False)
+
+    def _flush(self, raw: bool = True) -> bool:
+        try:
+            if raw:
+                os.fsync(self._raw_file)
                 release(self.raw)
-                os.fsync(self._journal)
-                if not self._append(encode_record(Record.SYNC, _offset(step))):
-                    return False
-                os.fsync(self._journal)
-            except OSError as exc:
-                self._failed(exc)
-                return False
+            os.fsync(self._journal)
+        except OSError as exc:
+            self._flush_failed = True
+            logger.error(
+                "job folder %s: flushing to disk failed (%s); the job goes on, "
+                "but its results from now on are not safe from a machine "
+                "crash: check the disk, then restart the master",
+                self.folder,
+                exc.strerror or exc,
+            )
+            self.journal_error = exc.strerror or str(exc)
+            return False
         return True
 
     def end_commit(self, step: Commit) -> int:
         """Finish a commit whose `make_durable` succeeded; its tile count."""
-        if self.journal_error is not None:
+        if self.journal_error is not None and not self._unjournaled:
             self.journal_error = None
             logger.info(
                 "job folder %s: the journal is written again; %d waiting tiles "
@@ -445,9 +480,13 @@ class JobStore:
         """Remove what a refused write left of a record."""
         try:
             os.ftruncate(self._journal, self._journal_end)
-        except OSError:
+        except OSError as exc:
             # A torn record fails its CRC; a restart ignores it and the rest.
-            logger.exception("journal of %s: a torn record stays", self.folder)
+            logger.error(
+                "journal of %s: a torn record stays (%s)",
+                self.folder,
+                exc.strerror or exc,
+            )
 
     def _failed(self, exc: OSError) -> None:
         if self.journal_error is None:
@@ -467,8 +506,7 @@ class JobStore:
         """
         line = json.dumps({"time": round(time.time(), 3), "event": event, **figures})
         try:
-            with open(self.folder / "history.jsonl", "a") as history:
-                history.write(line + "\n")
+            _append_whole(self.folder / "history.jsonl", (line + "\n").encode())
         except OSError as exc:
             logger.warning(
                 "job folder %s: history.jsonl not written (%s)",
@@ -477,15 +515,28 @@ class JobStore:
             )
 
     def close(self) -> None:
-        with self._io:  # waits for a commit running in another thread
+        """Commit everything journaled, even what a commit under way in
+        another thread took on (it waits for that one), and close."""
+        with self._io:
             if self._journal < 0:
                 return
-            self.commit()
-            os.close(self._journal)
-            self._journal = -1
+            self._commit(force=True)
+            self._close_files()
         if self._lock >= 0:
             os.close(self._lock)  # lets another master open the folder
             self._lock = -1
+
+    def _close_files(self) -> None:
+        journal, self._journal = self._journal, -1
+        for descriptor in (journal, self._raw_file):
+            try:
+                os.close(descriptor)
+            except OSError as exc:  # NFS may only now report a failed write
+                logger.error(
+                    "job folder %s: closing a file failed (%s)",
+                    self.folder,
+                    exc.strerror or exc,
+                )
 
 
 def _lock(folder: Path) -> int:
@@ -589,6 +640,20 @@ def _write_all(descriptor: int, data: bytes) -> None:
         if written == 0:
             raise OSError(errno.EIO, "the journal took no bytes")
         view = view[written:]
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to a file, or leave the file as it was and raise."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            _write_all(descriptor, data)
+        except OSError:
+            os.ftruncate(descriptor, size)
+            raise
+    finally:
+        os.close(descriptor)
 
 
 def _open_journal(path: Path) -> int:
