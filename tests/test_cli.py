@@ -245,20 +245,7 @@ def test_one_worker_and_four_workers_give_the_same_raw_values(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path):
-    view = [
-        "render",
-        "--size",
-        "960x540",
-        "--center",
-        "0.2500005,0",
-        "--span",
-        "0.000001",
-        "--max-iter",
-        "1000000",
-        "--quiet",
-        "--workers",
-        "2",
-    ]
+    view = ["render", *SLOW_VIEW, "--quiet", "--workers", "2"]
     render = subprocess.Popen(
         [sys.executable, "-m", "fraktal", *view],
         cwd=tmp_path,
@@ -275,6 +262,75 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path):
     assert "run the same command again to resume" in err
     assert journal.stat().st_size > 0
     assert "Traceback" not in err
+
+
+SLOW_VIEW = [
+    "--size",
+    "960x540",
+    "--center",
+    "0.2500005,0",
+    "--span",
+    "0.000001",
+    "--max-iter",
+    "1000000",
+]
+
+
+def test_sigterm_to_the_render_alone_stops_its_workers_too(tmp_path):
+    render = subprocess.Popen(
+        [sys.executable, "-m", "fraktal", "render", *SLOW_VIEW, "--quiet"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    next_journal(tmp_path)
+    workers = children(render.pid)
+    assert workers
+    render.send_signal(signal.SIGTERM)  # as `kill` or `docker stop` do
+    _, err = render.communicate(timeout=60)
+
+    assert render.returncode == 130, err
+    assert err.startswith("fraktal: interrupted: ") and err.count("\n") == 1
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_master_stopped_before_its_job_ends_says_how_to_resume(tmp_path, signum):
+    master = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fraktal", "master", *SLOW_VIEW),
+            *("--port", str(free_port()), "--no-dashboard", "--exit-when-done"),
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("fraktal-jobs/*/history.jsonl")):
+        assert time.monotonic() < deadline, "the master never opened its job"
+        time.sleep(0.05)
+    master.send_signal(signum)
+    _, err = master.communicate(timeout=60)
+
+    assert master.returncode == 130, err
+    last = err.splitlines()[-1]
+    assert last.startswith("fraktal: stopped: 0 of 135 tiles are saved in "), err
+    assert last.endswith("; start the master again with the same options to resume")
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
 
 
 def next_journal(folder, timeout=60.0):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 
 import fraktal.master.service as service
-from fraktal.master.picture import Output, write_outputs
+from fraktal.master.picture import LivePicture, Output, write_outputs
+from fraktal.master.scheduler import TileState
 from fraktal.master.service import MasterConfig
 from fraktal.render.compute import render
 from fraktal.render.spec import make_spec
@@ -119,8 +121,10 @@ def test_a_render_whose_disk_fills_up_loses_nothing_and_resumes_right(tmp_path):
         assert filler, "the job folder was never opened"
         assert "Traceback" not in first.stderr and "internal error" not in first.stderr
         refused = [line for line in first.stderr.splitlines() if "journal" in line]
-        assert len(refused) == 1, first.stderr
+        assert len(refused) == 2, first.stderr
         assert "cannot write the journal (No space left on device)" in refused[0]
+        missing = re.findall(r"(\d+) done tiles are not in its journal", refused[1])
+        assert missing, refused[1]
         assert np.array_equal(np.load(tmp_path / "out.npy"), EXPECTED)
         write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "expected.png"))
         assert (tmp_path / "out.png").read_bytes() == (
@@ -133,9 +137,90 @@ def test_a_render_whose_disk_fills_up_loses_nothing_and_resumes_right(tmp_path):
             render_command(tmp_path, jobs), capture_output=True, text=True, timeout=300
         )
         assert again.returncode == 0, again.stderr
-        # Only the tiles journaled before the disk filled up are kept (the
-        # journal's last block had room for a few records, or none).
+        # Only the tiles journaled before the disk filled up are kept, as
+        # the first run said.
         resumed = re.findall(r"resuming: (\d+) of \d+ tiles", again.stderr)
         kept = int(resumed[0]) if resumed else 0
-        assert kept < SPEC.grid.count, again.stderr
+        assert kept + int(missing[0]) == SPEC.grid.count, again.stderr
         assert np.array_equal(np.load(tmp_path / "out.npy"), EXPECTED)
+
+
+def test_a_picture_painted_on_a_full_disk_is_written_again_from_the_raw_results(
+    tmp_path,
+):
+    with small_disk(tmp_path / "job", DISK_BYTES) as folder:
+        fill_up(folder)  # picture.part has no room
+        output = Output(png=tmp_path / "out.png")
+        live = LivePicture("job", folder, SPEC, output, EXPECTED)
+        every_tile = np.full(SPEC.grid.count, TileState.DONE)
+
+        live.finish(live.ready(every_tile))
+
+        assert list(folder.glob("*.part")) == []
+    write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "expected.png"))
+    assert (tmp_path / "out.png").read_bytes() == (
+        tmp_path / "expected.png"
+    ).read_bytes()
+
+
+def test_outputs_on_a_full_disk_give_one_line_and_leave_nothing(tmp_path):
+    jobs = tmp_path / "jobs"
+    with small_disk(tmp_path / "out", 256 * 1024) as out:
+        command = render_command(tmp_path, jobs)
+        command[-1] = f"--raw={out / 'raw.npy'}"  # 1 MiB: it does not fit
+        render = subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+        assert render.returncode == 1, render.stderr
+        assert render.stderr.splitlines()[-1] == (
+            "fraktal: error: writing the picture failed: [Errno 28] No space left "
+            f"on device: '{out / 'raw.npy'}'"
+        )
+        assert "Traceback" not in render.stderr
+        assert sorted(p.name for p in out.iterdir()) == []
+
+        fill_up(out)
+        folder = next(jobs.iterdir())
+        recolor = subprocess.run(
+            [
+                *(sys.executable, "-m", "fraktal", "recolor", str(folder)),
+                *("--palette", "fire", "--output", str(out / "fire.png")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert recolor.returncode == 1
+        assert recolor.stderr == (
+            f"fraktal: error: writing the picture {str(out / 'fire.png')!r} "
+            f"failed: No space left on device\n"
+        )
+        assert sorted(p.name for p in out.iterdir()) == ["filler"]
+
+
+@pytest.mark.slow
+def test_a_job_whose_folder_is_removed_mid_job_still_gives_its_picture(tmp_path):
+    jobs = tmp_path / "jobs"
+
+    def remove_once_opened() -> None:
+        deadline = time.monotonic() + 60
+        while not list(jobs.glob("*/history.jsonl")):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        shutil.rmtree(jobs)
+
+    removing = threading.Thread(target=remove_once_opened)
+    removing.start()
+    render = subprocess.run(
+        render_command(tmp_path, jobs), capture_output=True, text=True, timeout=300
+    )
+    removing.join()
+
+    assert render.returncode == 0, render.stderr
+    assert "was removed while it ran; asked for again, it begins afresh" in (
+        render.stderr
+    )
+    assert np.array_equal(np.load(tmp_path / "out.npy"), EXPECTED)
+    write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "expected.png"))
+    assert (tmp_path / "out.png").read_bytes() == (
+        tmp_path / "expected.png"
+    ).read_bytes()

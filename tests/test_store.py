@@ -308,3 +308,23 @@ def test_a_folder_the_disk_refuses_at_opening_leaves_no_file_open(
     with pytest.raises(JobStoreError, match="No space left on device"):
         reopen(tmp_path)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_new_folder_the_disk_refuses_half_way_keeps_no_reserved_space(
+    tmp_path, monkeypatch
+):
+    def refuse(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module, "_write_json", refuse)
+    with pytest.raises(JobStoreError) as refused:
+        reopen(tmp_path)
+    assert str(refused.value).endswith(
+        ": No space left on device; free space there or choose another --job-dir"
+    )
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["lock"]
+
+    monkeypatch.undo()
+    store = reopen(tmp_path)  # a fresh start, not a resume of half a folder
+    assert store.recovery is None
+    store.close()

@@ -381,8 +381,14 @@ def master(
     job = asyncio.run(
         _serve_master(service, dashboard, spec, Output(output, palette, equalize, raw))
     )
+    if exit_when_done and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise Interrupted(  # by a signal, before the job ended
+            f"stopped: {job.done} of {job.grid.count} tiles are saved in "
+            f"{service.config.jobs_dir / job.id}; start the master again with "
+            f"the same options to resume"
+        )
     if exit_when_done and job.status is not JobStatus.DONE:
-        raise FraktalError(f"job {job.id} {job.status.value}: {job.error or ''}")
+        raise FraktalError(f"job {job.id} {job.status.value}: {job.error}")
     if exit_when_done and job.id in service.picture_errors:
         raise FraktalError(
             f"job {job.id}: writing the picture failed: "
@@ -555,7 +561,12 @@ def recolor(job_dir, palette, equalize, output) -> None:
             f"job in {str(job_dir)!r} is not finished ({done} of "
             f"{total} tiles done); run its master again to finish it"
         )
-    write_outputs(spec, open_raw(job_dir, spec), Output(output, palette, equalize))
+    try:
+        write_outputs(spec, open_raw(job_dir, spec), Output(output, palette, equalize))
+    except OSError as exc:
+        raise FraktalError(
+            f"writing the picture {str(output)!r} failed: {exc.strerror or exc}"
+        ) from None
     click.echo(f"wrote {output}", err=True)
 
 

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +101,11 @@ async def _render(
         await _follow(master, job, bar, processes)
     finally:
         bar.close()
-        # Ctrl-C reached the workers too: give them time to leave on their own.
-        grace = WORKER_STOP_SECONDS if interrupted.is_set() else 0.0
-        await asyncio.to_thread(_stop_workers, processes, grace)
+        # Ctrl-C may have reached them as well; SIGTERM only to this process
+        # (kill, docker stop) did not. Either way they hand their chunks back.
+        await asyncio.to_thread(_stop_workers, processes)
         await master.stop()
-    if interrupted.is_set():
+    if interrupted.is_set() and job.status is not JobStatus.DONE:
         with master.lock:
             done = job.done
         raise Interrupted(
@@ -187,10 +186,7 @@ def _alive(processes: list[subprocess.Popen[bytes]]) -> bool:
     return any(p.poll() is None for p in processes)
 
 
-def _stop_workers(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
-    deadline = time.monotonic() + grace
-    while _alive(processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -22,13 +22,14 @@ import numpy as np
 
 from fraktal.master.scheduler import TileState
 from fraktal.master.store import open_raw
+from fraktal.render.paging import release
 from fraktal.render.palette import DEFAULT_PALETTE
 from fraktal.render.png import PngWriter, strip_height, write_png
 from fraktal.render.spec import RenderSpec
 
 logger = logging.getLogger(__name__)
 
-RAW_COPY_ROWS = 1024
+RAW_COPY_PIXELS = 1 << 22  # 16 MiB of float32 a band
 # The picture of a running job, in its folder, until it is complete.
 PARTIAL = "picture.part"
 
@@ -59,12 +60,18 @@ class LivePicture:
     The file grows in the job folder (`PARTIAL`), which only the master
     holding the folder's lock writes to: a master killed mid-job leaves it
     there for the next one to overwrite, never in the user's folder. If
-    painting fails on the way (a full disk, a folder that went away for a
-    while), `finish` writes the picture again from the raw results.
+    painting fails on the way (a full disk, a folder that went away), `finish`
+    writes the picture again from ``raw``, the job's memory-mapped results,
+    which outlive even a deleted folder.
     """
 
     def __init__(
-        self, job_id: str, folder: Path, spec: RenderSpec, output: Output
+        self,
+        job_id: str,
+        folder: Path,
+        spec: RenderSpec,
+        output: Output,
+        raw: np.ndarray,
     ) -> None:
         assert output.png is not None and output.paints_live
         self.job_id = job_id
@@ -73,8 +80,8 @@ class LivePicture:
         self.output = output
         self.next_row = 0
         self._cancelled = False
+        self._raw = raw
         self._writer: PngWriter | None = None
-        self._raw: np.memmap | None = None
         self._error: Exception | None = None
 
     def ready(self, states: np.ndarray) -> list[tuple[int, int]]:
@@ -104,8 +111,7 @@ class LivePicture:
             for start, end in strips:
                 if self._cancelled:
                     return
-                raw, writer = self._raw_and_writer()
-                writer.write(raw[start:end])
+                self._painter().write(self._raw[start:end])
         except Exception as exc:  # finish() writes the picture again
             self._failed(exc)
             self.abort()
@@ -115,23 +121,21 @@ class LivePicture:
         self.paint(strips)
         if self._error is None:
             try:
-                raw, writer = self._raw_and_writer()
-                writer.finish()  # removes its file if it fails
+                self._painter().finish()  # removes its file if it fails
                 if self.output.raw_copy is not None:
-                    copy_raw(raw, self.output.raw_copy)
+                    copy_raw(self._raw, self.output.raw_copy)
             except Exception as exc:
                 self._failed(exc)
             finally:
-                self._writer = self._raw = None
+                self._writer = None
         if self._error is not None:
-            paint_folder(self.folder, self.spec, self.output)
+            write_outputs(self.spec, self._raw, self.output)
 
     def abort(self) -> None:
         """Drop the unfinished file: the job did not finish, or it failed."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
-        self._raw = None
 
     def _failed(self, error: Exception) -> None:
         logger.warning(
@@ -142,10 +146,9 @@ class LivePicture:
         )
         self._error = error
 
-    def _raw_and_writer(self) -> tuple[np.memmap, PngWriter]:
-        if self._raw is None or self._writer is None:
+    def _painter(self) -> PngWriter:
+        if self._writer is None:
             assert self.output.png is not None
-            self._raw = open_raw(self.folder, self.spec)
             self._writer = PngWriter(
                 self.output.png,
                 self._raw.shape,
@@ -153,7 +156,7 @@ class LivePicture:
                 metadata=metadata(self.spec, self.output),
                 temporary=self.folder / PARTIAL,
             )
-        return self._raw, self._writer
+        return self._writer
 
 
 def paint_folder(folder: Path, spec: RenderSpec, output: Output) -> None:
@@ -193,9 +196,23 @@ def metadata(spec: RenderSpec, output: Output) -> dict[str, str]:
 
 
 def copy_raw(raw: np.ndarray, path: Path) -> None:
-    """Save ``raw`` as a ``.npy`` file, a band of rows at a time."""
-    copy = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=raw.shape)
-    for start in range(0, raw.shape[0], RAW_COPY_ROWS):
-        copy[start : start + RAW_COPY_ROWS] = raw[start : start + RAW_COPY_ROWS]
-    copy.flush()
-    del copy
+    """Save ``raw`` as a ``.npy`` file, a band of rows at a time.
+
+    Plain writes, not a memory map: a disk that fills up raises an error
+    (and the partial file is removed) instead of killing the process with
+    SIGBUS.
+    """
+    header = {"descr": "<f4", "fortran_order": False, "shape": raw.shape}
+    rows = max(1, RAW_COPY_PIXELS // max(1, raw.shape[1]))
+    try:
+        with open(path, "wb") as copy:
+            np.lib.format.write_array_header_1_0(copy, header)
+            for start in range(0, raw.shape[0], rows):
+                band = raw[start : start + rows]
+                copy.write(np.ascontiguousarray(band, dtype="<f4").data)
+                release(band)
+    except BaseException as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # say which file the disk refused
+        raise

@@ -34,7 +34,13 @@ import numpy as np
 
 from fraktal.errors import ProtocolError, UnknownJobError
 from fraktal.master import snapshot
-from fraktal.master.picture import LivePicture, Output, forget_partial, paint_folder
+from fraktal.master.picture import (
+    LivePicture,
+    Output,
+    forget_partial,
+    paint_folder,
+    write_outputs,
+)
 from fraktal.master.scheduler import (
     Completion,
     Job,
@@ -169,7 +175,7 @@ class Master:
                 self.stores[key] = store
                 self.outputs[key] = output
                 if output.paints_live:
-                    self.live[key] = LivePicture(key, folder, spec, output)
+                    self.live[key] = LivePicture(key, folder, spec, output, store.raw)
                 job = self.scheduler.add_job(spec, self.clock(), store.journal_done)
         if store.recovery is not None:
             _log_resume(job, folder, store.recovery)
@@ -493,6 +499,7 @@ class Master:
         store.close()
         with self.lock:
             del self.stores[job.id]
+        _warn_if_not_resumable(job, store)
         if live is not None and job.status is not JobStatus.DONE:
             self._drop(live)
         if job.status is JobStatus.DONE:
@@ -501,7 +508,7 @@ class Master:
                 "job %s: all %d tiles done in %.1f s", job.id, job.grid.count, elapsed
             )
             _record_finish(job, store)
-            self._write_picture(job, live)
+            self._write_picture(job, live, store.raw)
         elif job.status is JobStatus.FAILED:
             logger.error("job %s failed: %s", job.id, job.error)
             store.record_history("failed", error=job.error)
@@ -513,8 +520,17 @@ class Master:
         live.cancel()
         self._painter.submit(live.abort)
 
-    def _write_picture(self, job: Job, live: LivePicture | None = None) -> None:
-        """Write a done job's picture, or finish the one painted meanwhile."""
+    def _write_picture(
+        self,
+        job: Job,
+        live: LivePicture | None = None,
+        raw: np.ndarray | None = None,
+    ) -> None:
+        """Write a done job's picture, or finish the one painted meanwhile.
+
+        ``raw`` is the job's results if still mapped; else they are read from
+        its folder.
+        """
         if live is not None:
             with self.lock:
                 last_strips = live.ready(job.states)
@@ -523,9 +539,12 @@ class Master:
         else:
             with self.lock:
                 output = self.outputs[job.id]
-            work = functools.partial(
-                paint_folder, self._folder(job.id), job.spec, output
-            )
+            if raw is not None:
+                work = functools.partial(write_outputs, job.spec, raw, output)
+            else:
+                work = functools.partial(
+                    paint_folder, self._folder(job.id), job.spec, output
+                )
         future = asyncio.get_running_loop().run_in_executor(self._painter, work)
         self._pending_pictures.add(future)
 
@@ -764,6 +783,25 @@ def _log_resume(job: Job, folder: Path, recovery: Recovery) -> None:
         recovery.in_flight,
         recovery.lost,
     )
+
+
+def _warn_if_not_resumable(job: Job, store: JobStore) -> None:
+    """Say so when the job folder no longer holds all the job has done."""
+    if not store.folder.exists():
+        logger.warning(
+            "job %s: its folder %s was removed while it ran; asked for again, "
+            "it begins afresh",
+            job.id,
+            store.folder,
+        )
+    elif store.unjournaled:
+        logger.warning(
+            "job %s: %d done tiles are not in its journal (%s); asked for "
+            "again, it computes them anew",
+            job.id,
+            store.unjournaled,
+            store.journal_error,
+        )
 
 
 def _record_finish(job: Job, store: JobStore) -> None:

@@ -58,6 +58,7 @@ them anew. `journal_error` says why, for the master to report.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fcntl
@@ -87,6 +88,7 @@ JOURNAL_MAGIC = b"FKJ2"
 OLD_JOURNAL_MAGIC = b"FKJ1"
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 GIB = 1024**3
+MIB = 1024**2
 
 _HEADER = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
@@ -287,9 +289,11 @@ class JobStore:
                 os.close(lock)
                 raise
         except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             raise JobStoreError(
                 f"cannot use the job folder {str(folder)!r}: "
-                f"{exc.strerror or exc}; choose another --job-dir"
+                f"{exc.strerror or exc}; "
+                f"{'free space there or ' if full else ''}choose another --job-dir"
             ) from None
         store._lock = lock
         return store
@@ -299,13 +303,20 @@ class JobStore:
         if (folder / "job.json").exists():
             return cls._reopen(folder, spec, boot)
 
-        raw = _create_raw(folder / "raw.npy", spec)
-        (folder / "done.journal").write_bytes(JOURNAL_MAGIC)
-        params = {"spec": spec.to_dict(), "created": time.time()}
-        _write_json(folder / "job.json", params)
-        _fsync_file(folder)
-        store = cls(folder, spec, raw, None)
-        store._begin(boot, "created", tiles=store.grid.count)
+        try:
+            raw = _create_raw(folder / "raw.npy", spec)
+            (folder / "done.journal").write_bytes(JOURNAL_MAGIC)
+            params = {"spec": spec.to_dict(), "created": time.time()}
+            _write_json(folder / "job.json", params)
+            _fsync_file(folder)
+            store = cls(folder, spec, raw, None)
+            store._begin(boot, "created", tiles=store.grid.count)
+        except BaseException:
+            # Half a folder would hold its reserved space and look like a job.
+            for name in ("job.json", "raw.npy", "done.journal", "history.jsonl"):
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink(missing_ok=True)
+            raise
         return store
 
     @classmethod
@@ -350,6 +361,8 @@ class JobStore:
             _write_all(self._journal, record)
             os.fsync(self._journal)
         except BaseException:
+            with contextlib.suppress(OSError):  # a torn record is ignored anyway
+                os.ftruncate(self._journal, self._journal_end)
             self._close_files()
             raise
         self._journal_end += len(record)
@@ -376,6 +389,11 @@ class JobStore:
         """
         if self.journal_error is None:
             self._append(encode_record(Record.LEASED, list(tiles)))
+
+    @property
+    def unjournaled(self) -> int:
+        """Done tiles whose journal records the disk refused so far."""
+        return len(self._unjournaled)
 
     @property
     def uncommitted(self) -> int:
@@ -677,10 +695,14 @@ def _check_space(folder: Path, spec: RenderSpec) -> None:
     if needed > free:
         raise UsageError(
             f"a {spec.view.width}x{spec.view.height} render needs "
-            f"{needed / GIB:.1f} GiB of disk for its raw results but "
-            f"{str(existing)!r} has {free / GIB:.1f} GiB free; choose a smaller "
+            f"{_amount(needed)} of disk for its raw results but "
+            f"{str(existing)!r} has {_amount(free)} free; choose a smaller "
             f"size or another --job-dir"
         )
+
+
+def _amount(size: int) -> str:
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / MIB:.1f} MiB"
 
 
 def _create_raw(path: Path, spec: RenderSpec) -> np.memmap:

@@ -21,6 +21,7 @@ renamed into place at the end, so the final name never holds half a PNG.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -164,9 +165,16 @@ class PngWriter:
             raise
 
     def abort(self) -> None:
-        """Forget the picture: close and remove its temporary file."""
-        self._stream.close()
-        self._temporary.unlink(missing_ok=True)
+        """Forget the picture: close and remove its temporary file.
+
+        Never raises: it runs after something else failed, whose error is
+        the one to report.
+        """
+        # A full disk refuses the buffered bytes; the file is closed anyway.
+        with contextlib.suppress(OSError):
+            self._stream.close()
+        with contextlib.suppress(OSError):
+            self._temporary.unlink(missing_ok=True)
 
     def _write_idat(self, data: bytes) -> None:
         if data:
