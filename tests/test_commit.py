@@ -135,7 +135,8 @@ def test_after_a_failed_flush_no_sync_vouches_for_anything_more(tmp_path, monkey
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     assert store.commit() == 0
-    assert store.journal_error == os.strerror(errno.EIO)
+    assert store.flush_error == os.strerror(errno.EIO)
+    assert store.journal_error is None  # records are still written
     # Linux marks pages it failed to write clean: a second fsync would pass
     # without writing them. No later SYNC may vouch for tile 1.
     monkeypatch.setattr(os, "fsync", real_fsync)
@@ -146,6 +147,12 @@ def test_after_a_failed_flush_no_sync_vouches_for_anything_more(tmp_path, monkey
     after_reboot = read_recovery(tmp_path / "job", SPEC, boot=REBOOTED)
     assert after_reboot.done == [0]
     assert after_reboot.lost == 2
+    # Nor may a master started again on the same boot: its own flush would
+    # pass and its session's SYNC vouch for what the disk dropped.
+    again = JobStore.open(tmp_path / "job", SPEC, boot=BOOT)
+    assert again.journal_done == [0]
+    again.close()
+    assert read_recovery(tmp_path / "job", SPEC, boot=REBOOTED).done == [0]
 
 
 def test_closing_vouches_for_what_a_commit_under_way_took_on(tmp_path):
@@ -190,3 +197,26 @@ def test_the_journal_is_not_called_healthy_while_tiles_still_wait(
     assert store.journal_error is None
     store.close()
     assert read_recovery(tmp_path / "job", SPEC, boot=REBOOTED).done == [0, 1]
+
+
+def test_the_dashboard_hears_once_when_a_flush_fails(tmp_path, monkeypatch):
+    config = MasterConfig(port=0, jobs_dir=tmp_path / "jobs")
+    driver = Driver(config, SPEC, EXPECTED, Output(png=None))
+    try:
+        driver.answer_chunks_until(1)
+
+        def failing_fsync(descriptor):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        driver.loop.run_until_complete(driver.master.commit())
+        monkeypatch.undo()
+        driver.answer_chunks_until(driver.job.done + 1)
+        driver.loop.run_until_complete(driver.master.commit())
+        driver.tick()
+        driver.tick()
+    finally:
+        driver.close()
+
+    kinds = [e["kind"] for e in driver.master.snapshot()["events"]]
+    assert kinds.count("flush-failed") == 1 and "journal-failed" not in kinds

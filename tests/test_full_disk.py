@@ -47,14 +47,17 @@ def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(
         driver = Driver(config, SPEC, EXPECTED, Output(png=tmp_path / "out.png"))
         try:
             filler = fill_up(jobs)
-            driver.answer_chunks_until(SPEC.grid.count // 4)
+            store = driver.master.stores[driver.job.id]
+            while store.journal_error is None:  # the last block had some room
+                driver.answer_chunks_until(driver.job.done + 1)
             driver.tick()
             # From now on only the timer retries the journal, not each result.
             begun = []
             monkeypatch.setattr(service, "COMMIT_TILES", 1)
             monkeypatch.setattr(driver.master, "_commit_soon", begun.append)
-            driver.answer_chunks_until(SPEC.grid.count // 2)
-            assert begun == []
+            before = driver.job.done
+            driver.answer_chunks_until(before + 1)
+            assert driver.job.done > before and begun == []
             monkeypatch.undo()
             assert events(driver, "journal-failed") == [
                 f"job {driver.job.id}: its journal cannot be written (No space "
@@ -220,6 +223,26 @@ def test_a_job_whose_folder_is_removed_mid_job_still_gives_its_picture(tmp_path)
         render.stderr
     )
     assert np.array_equal(np.load(tmp_path / "out.npy"), EXPECTED)
+    write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "expected.png"))
+    assert (tmp_path / "out.png").read_bytes() == (
+        tmp_path / "expected.png"
+    ).read_bytes()
+
+
+def test_a_refused_raw_copy_spares_the_picture_and_an_earlier_copy(tmp_path, caplog):
+    with small_disk(tmp_path / "out", 256 * 1024) as out:
+        (out / "raw.npy").write_bytes(b"an earlier copy")
+        output = Output(png=tmp_path / "out.png", raw_copy=out / "raw.npy")
+        live = LivePicture("job", tmp_path, SPEC, output, EXPECTED)
+        every_tile = np.full(SPEC.grid.count, TileState.DONE)
+
+        with pytest.raises(OSError, match="No space left on device") as refused:
+            live.finish(live.ready(every_tile))
+
+        assert refused.value.filename == str(out / "raw.npy")
+        assert sorted(p.name for p in out.iterdir()) == ["raw.npy"]
+        assert (out / "raw.npy").read_bytes() == b"an earlier copy"
+    assert "painting its picture failed" not in caplog.text  # painted once
     write_outputs(SPEC, EXPECTED, Output(png=tmp_path / "expected.png"))
     assert (tmp_path / "out.png").read_bytes() == (
         tmp_path / "expected.png"

@@ -328,3 +328,14 @@ def test_a_new_folder_the_disk_refuses_half_way_keeps_no_reserved_space(
     store = reopen(tmp_path)  # a fresh start, not a resume of half a folder
     assert store.recovery is None
     store.close()
+
+
+def test_history_with_undecodable_bytes_still_reads(tmp_path):
+    store = reopen(tmp_path)
+    with open(tmp_path / "job" / "history.jsonl", "ab") as history:
+        history.write(b"\xff\xfe not text\n")
+    store.record_history("written")
+    store.close()
+
+    events = [e["event"] for e in read_history(tmp_path / "job")]
+    assert events == ["created", "written"]

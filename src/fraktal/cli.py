@@ -7,6 +7,7 @@ and what is allowed, and exit code 2; never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -388,7 +389,8 @@ def master(
             f"the same options to resume"
         )
     if exit_when_done and job.status is not JobStatus.DONE:
-        raise FraktalError(f"job {job.id} {job.status.value}: {job.error}")
+        why = f": {job.error}" if job.error else ""
+        raise FraktalError(f"job {job.id} {job.status.value}{why}")
     if exit_when_done and job.id in service.picture_errors:
         raise FraktalError(
             f"job {job.id}: writing the picture failed: "
@@ -509,8 +511,17 @@ def worker(address, processes, token, name, stop_with_parent) -> None:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
+
+        def stop(signum: int, frame: Any) -> None:
+            # Unlike a loop's signal handlers, this one outlives the loop: a
+            # second signal during the shutdown (Ctrl-C, then SIGTERM from
+            # `fraktal render`) must not kill the process half way, leaking
+            # its pool's semaphores.
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(service.stop)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, service.stop)
+            signal.signal(signum, stop)
         if stop_with_parent:
             _stop_when_orphaned(loop, service.stop)
         logger.info(

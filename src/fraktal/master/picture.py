@@ -15,13 +15,15 @@ it is written at the end, as are recolourings and the raw copy.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fraktal.master.scheduler import TileState
 from fraktal.master.store import open_raw
+from fraktal.render.files import beside, move
 from fraktal.render.paging import release
 from fraktal.render.palette import DEFAULT_PALETTE
 from fraktal.render.png import PngWriter, strip_height, write_png
@@ -122,14 +124,14 @@ class LivePicture:
         if self._error is None:
             try:
                 self._painter().finish()  # removes its file if it fails
-                if self.output.raw_copy is not None:
-                    copy_raw(self._raw, self.output.raw_copy)
             except Exception as exc:
                 self._failed(exc)
             finally:
                 self._writer = None
         if self._error is not None:
-            write_outputs(self.spec, self._raw, self.output)
+            write_outputs(self.spec, self._raw, replace(self.output, raw_copy=None))
+        if self.output.raw_copy is not None:
+            copy_raw(self._raw, self.output.raw_copy)
 
     def abort(self) -> None:
         """Drop the unfinished file: the job did not finish, or it failed."""
@@ -199,20 +201,25 @@ def copy_raw(raw: np.ndarray, path: Path) -> None:
     """Save ``raw`` as a ``.npy`` file, a band of rows at a time.
 
     Plain writes, not a memory map: a disk that fills up raises an error
-    (and the partial file is removed) instead of killing the process with
-    SIGBUS.
+    instead of killing the process with SIGBUS. The file takes its name only
+    when complete (`files.move`), so a failed or killed copy leaves no half
+    file and spares an earlier one.
     """
     header = {"descr": "<f4", "fortran_order": False, "shape": raw.shape}
     rows = max(1, RAW_COPY_PIXELS // max(1, raw.shape[1]))
+    temporary = beside(path)
     try:
-        with open(path, "wb") as copy:
+        with open(temporary, "xb") as copy:
             np.lib.format.write_array_header_1_0(copy, header)
             for start in range(0, raw.shape[0], rows):
                 band = raw[start : start + rows]
                 copy.write(np.ascontiguousarray(band, dtype="<f4").data)
                 release(band)
+            copy.flush()
+            os.fsync(copy.fileno())
+        move(temporary, path)
     except BaseException as exc:
-        path.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # say which file the disk refused
         raise

@@ -117,7 +117,7 @@ class Master:
             unresponsive_after=3 * config.heartbeat_seconds,
             max_chunk_bytes=config.max_frame // 2,
         )
-        # Folders of queued and running jobs only: an open one holds two file
+        # Folders of queued and running jobs only: an open one holds four file
         # descriptors, and a long-lived master may see thousands of jobs.
         self.stores: dict[str, JobStore] = {}
         self.outputs: dict[str, Output] = {}
@@ -139,7 +139,7 @@ class Master:
         self._opening = threading.Lock()
         self._last_progress = 0.0
         self._last_commit = 0.0
-        self._journal_errors: dict[str, str] = {}
+        self._disk_errors: dict[str, tuple[str | None, str | None]] = {}
         self._commits: dict[JobStore, asyncio.Task[None]] = {}
 
     # -- jobs, callable from any thread ----------------------------------
@@ -427,26 +427,32 @@ class Master:
         await asyncio.gather(*self._commits.values())
 
     def _report_journals(self, now: float) -> None:
-        """Put a job folder's disk refusing (or taking again) its journal in
-        the event log; the store has logged the details."""
+        """Put a job folder's disk trouble in the event log when it starts
+        or ends; the store has logged the details."""
         with self.lock:
             for job_id, store in self.stores.items():
-                error = store.journal_error
-                if error == self._journal_errors.get(job_id):
-                    continue
-                if error is None:
-                    self._journal_errors.pop(job_id)
+                seen = self._disk_errors.get(job_id, (None, None))
+                journal, flush = store.journal_error, store.flush_error
+                if journal != seen[0] and journal is None:
                     text = f"job {job_id}: its journal is written again"
                     self.scheduler.record(now, "journal-ok", text)
-                else:
-                    self._journal_errors[job_id] = error
+                elif journal != seen[0]:
                     text = (
-                        f"job {job_id}: its journal cannot be written ({error}); "
-                        f"results are kept, a restart would compute them again"
+                        f"job {job_id}: its journal cannot be written "
+                        f"({journal}); results are kept, a restart would "
+                        f"compute them again"
                     )
                     self.scheduler.record(now, "journal-failed", text)
-            for job_id in self._journal_errors.keys() - self.stores.keys():
-                del self._journal_errors[job_id]  # the job ended
+                if flush != seen[1]:  # a flush failure never clears
+                    text = (
+                        f"job {job_id}: flushing its folder to disk failed "
+                        f"({flush}); a restart would compute what came since "
+                        f"again"
+                    )
+                    self.scheduler.record(now, "flush-failed", text)
+                self._disk_errors[job_id] = (journal, flush)
+            for job_id in self._disk_errors.keys() - self.stores.keys():
+                del self._disk_errors[job_id]  # the job ended
 
     def dispatch(self, only: Connection | None = None) -> None:
         """Hand out work, tell workers about ended jobs, finish jobs.
@@ -801,6 +807,13 @@ def _warn_if_not_resumable(job: Job, store: JobStore) -> None:
             job.id,
             store.unjournaled,
             store.journal_error,
+        )
+    elif store.flush_error:
+        logger.warning(
+            "job %s: flushing its folder failed (%s); asked for again, it "
+            "computes anew what came since its last flush",
+            job.id,
+            store.flush_error,
         )
 
 

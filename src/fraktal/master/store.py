@@ -22,6 +22,8 @@ Journal records:
              is the record's payload (8 bytes); without one it is the
              record's own start
     SESSION  a master opened the folder; carries the machine's boot id
+    FAILED   a flush failed: what came after the last SYNC may not be on
+             disk, even if the page cache still shows it
 
 Theory of operation
 -------------------
@@ -54,6 +56,12 @@ journal record that cannot be written is cut off again, so that no torn
 record sits before later ones; its tiles wait in memory and every `commit`
 tries them again. Until one succeeds, a master started again would compute
 them anew. `journal_error` says why, for the master to report.
+
+A flush that fails (an I/O error) is worse: Linux may mark the pages it
+could not write clean, so a later fsync passes without writing them. From
+then on the folder writes no SYNC (`flush_error` says why) and a FAILED
+record, so that a restart, even on the same boot, trusts only what the last
+SYNC vouched for and computes the rest again.
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ class Record(enum.IntEnum):
     LEASED = 2
     SYNC = 3
     SESSION = 4
+    FAILED = 5
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,8 @@ def scan_journal(data: bytes, tile_count: int) -> tuple[list[Entry], int]:
 def _legal(kind: int, count: int) -> bool:
     if kind == Record.SYNC:
         return count in (0, 2)
+    if kind == Record.FAILED:
+        return count == 0
     if kind == Record.SESSION:
         return count == 4
     return kind in (Record.DONE, Record.LEASED)
@@ -205,7 +216,11 @@ def recover(entries: list[Entry], boot: bytes) -> Recovery:
     sessions = [e for e in entries if e.kind is Record.SESSION]
     last_boot = sessions[-1].values.tobytes() if sessions else _UNKNOWN_BOOT
     same_boot = boot != _UNKNOWN_BOOT and last_boot == boot
-    trusted = entries if same_boot else [e for e in entries if e.end <= synced]
+    failed = any(e.kind is Record.FAILED for e in entries)
+    if same_boot and not failed:
+        trusted = entries
+    else:
+        trusted = [e for e in entries if e.end <= synced]
 
     done = _unique(e.values for e in trusted if e.kind is Record.DONE)
     received = set(_unique(e.values for e in entries if e.kind is Record.DONE))
@@ -262,7 +277,7 @@ class JobStore:
         self.journal_error: str | None = None
         # Set once a flush failed: the kernel may have dropped what it could
         # not write, so no later SYNC may vouch for it.
-        self._flush_failed = False
+        self.flush_error: str | None = None
         # A commit may run in another thread: `_appending` keeps records
         # whole, `_io` keeps `close` from closing the journal under it.
         self._appending = threading.Lock()
@@ -421,7 +436,7 @@ class JobStore:
     def begin_commit(self, force: bool = False) -> Commit | None:
         """Start a commit of what is journaled now; None if nothing is done
         since the last one began (unless ``force``) or nothing can be."""
-        if self._journal < 0 or self._flush_failed:
+        if self._journal < 0 or self.flush_error is not None:
             return None
         if not (self._unsynced or self._unjournaled or force):
             return None
@@ -439,7 +454,7 @@ class JobStore:
         vouches for them; False if the disk refused or the store is closed.
         Safe to call from another thread while results keep arriving."""
         with self._io:
-            if self._journal < 0 or self._flush_failed:
+            if self._journal < 0 or self.flush_error is not None:
                 return False
             if not self._flush():
                 return False
@@ -454,15 +469,15 @@ class JobStore:
                 release(self.raw)
             os.fsync(self._journal)
         except OSError as exc:
-            self._flush_failed = True
+            self.flush_error = exc.strerror or str(exc)
+            self._append(encode_record(Record.FAILED))
             logger.error(
                 "job folder %s: flushing to disk failed (%s); the job goes on, "
-                "but its results from now on are not safe from a machine "
-                "crash: check the disk, then restart the master",
+                "but a master started again computes what it did since the "
+                "last flush anew: check the disk",
                 self.folder,
-                exc.strerror or exc,
+                self.flush_error,
             )
-            self.journal_error = exc.strerror or str(exc)
             return False
         return True
 
@@ -606,10 +621,15 @@ def read_recovery(
 def read_history(folder: Path | str) -> list[dict[str, Any]]:
     """The events of history.jsonl; a line torn by a crash is skipped."""
     path = Path(folder) / "history.jsonl"
-    if not path.exists():
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        logger.warning("%s is unreadable: %s", path, exc.strerror or exc)
         return []
     events = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             events.append(json.loads(line))
         except ValueError:

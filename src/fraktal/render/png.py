@@ -22,10 +22,7 @@ renamed into place at the end, so the final name never holds half a PNG.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import secrets
-import shutil
 import struct
 import zlib
 from collections.abc import Mapping
@@ -33,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fraktal.render.files import beside, move
 from fraktal.render.paging import release
 from fraktal.render.palette import Equalizer, check_palette, colourize
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMPRESSION_LEVEL = 6
-COPY_BYTES = 1 << 20
 MAX_KEYWORD_LENGTH = 79
 # Pixels coloured at once. Colouring takes about 30 bytes a pixel (50 with
 # equalisation), so a strip costs at most some 25 MB whatever the shape of
@@ -117,7 +114,7 @@ class PngWriter:
         self._rows_written = 0
         self._target = Path(path)
         if temporary is None:
-            self._temporary = _beside(self._target)
+            self._temporary = beside(self._target)
             flags = os.O_EXCL
         else:
             self._temporary = Path(temporary)
@@ -159,7 +156,7 @@ class PngWriter:
             self._stream.flush()
             os.fsync(self._stream.fileno())
             self._stream.close()
-            _move(self._temporary, self._target)
+            move(self._temporary, self._target)
         except BaseException:
             self.abort()
             raise
@@ -179,32 +176,6 @@ class PngWriter:
     def _write_idat(self, data: bytes) -> None:
         if data:
             self._stream.write(_chunk(b"IDAT", data))
-
-
-def _beside(target: Path) -> Path:
-    """A fresh hidden name in the folder of ``target``."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-
-
-def _move(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``, copying it first across file systems."""
-    try:
-        os.replace(source, target)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    copy = _beside(target)
-    try:
-        with open(source, "rb") as original, open(copy, "xb") as duplicate:
-            shutil.copyfileobj(original, duplicate, COPY_BYTES)
-            duplicate.flush()
-            os.fsync(duplicate.fileno())
-        os.replace(copy, target)
-    except BaseException:
-        copy.unlink(missing_ok=True)
-        raise
-    source.unlink()
 
 
 def _header(shape: tuple[int, ...]) -> bytes:
