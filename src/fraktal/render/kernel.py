@@ -60,9 +60,9 @@ import numpy as np
 def _use_full_width_vectors() -> None:
     """Let the compiler fill AVX-512 registers where the CPU has them.
 
-    LLVM tunes several AVX-512 CPUs (Intel server parts from Ice Lake on) to
-    prefer 256-bit vectors. On a Sapphire Rapids Xeon that left this kernel
-    at 0.85-0.95x of the AVX2 C reference; with 512-bit vectors it measured
+    LLVM tunes several Intel AVX-512 CPUs to prefer 256-bit vectors. On an
+    AVX-512 Xeon that LLVM names rocketlake that left this kernel at
+    0.85-0.95x of the AVX2 C reference; with 512-bit vectors it measured
     1.01-1.12x (`make bench`). Numba keys its cache on these features, so the
     cache stays right. A user's own NUMBA_CPU_FEATURES is left alone.
     """
