@@ -170,7 +170,7 @@ def submit_through_the_form(page, expect) -> None:
     page.click("#submit-form button[type=submit]")
 
     expect(page.locator("#submit-message")).to_have_text(
-        f"job {FORM_SPEC.key()} running", timeout=WAIT_MS
+        f"job {FORM_SPEC.key()} submitted", timeout=WAIT_MS
     )
     item = page.locator(f'#jobs li[data-job="{FORM_SPEC.key()}"]')
     expect(item.locator(".status")).to_have_text("done", timeout=WAIT_MS)
@@ -198,7 +198,7 @@ def zoom_by_clicking_the_preview(page, expect, running) -> None:
         ),
         what="a job zoomed in where the preview was clicked",
     )
-    expect(page.locator("#zoom-message")).to_contain_text("running", timeout=WAIT_MS)
+    expect(page.locator("#zoom-message")).to_contain_text("submitted", timeout=WAIT_MS)
     expect(page.locator("#job-params")).to_contain_text(
         f"span {view.span / 4}", timeout=WAIT_MS
     )
@@ -242,7 +242,7 @@ def test_page_escapes_names_needs_a_login_to_write_and_fits_a_phone(
         page.fill("#submit-form [name=size]", "64x48")
         page.click("#submit-form button[type=submit]")
         expect(page.locator("#submit-message")).to_contain_text(
-            "running", timeout=WAIT_MS
+            "submitted", timeout=WAIT_MS
         )
         assert [j.spec.view.width for j in running.master.scheduler.jobs.values()] == [
             64

@@ -122,7 +122,10 @@ async function submitJob(fields, messageNode) {
   const answer = await postJson("/api/submit", fields);
   if (answer.ok) {
     const job = answer.body.job;
-    say(messageNode, "ok", `job ${job.id} ${job.status}`);
+    // What happened, not the job's status: that changes, and the job
+    // list shows it live.
+    const what = job.status === "done" ? "was done already" : "submitted";
+    say(messageNode, "ok", `job ${job.id} ${what}`);
     state.pinned = null;
   } else {
     say(messageNode, "error", answer.body.error || `HTTP ${answer.status}`);
