@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -342,3 +343,27 @@ def next_journal(folder, timeout=60.0):
                 return journal
         time.sleep(0.1)
     raise AssertionError("the render recorded no finished tile")
+
+
+def test_a_signal_after_the_job_finished_still_reports_success(tmp_path, monkeypatch):
+    import fraktal.local as local
+    from fraktal.master.picture import Output
+    from fraktal.render.spec import make_spec
+
+    follow = local._follow
+
+    async def follow_then_signal(master, job, bar, processes):
+        await follow(master, job, bar, processes)
+        # The job is done; Ctrl-C lands before the render returns.
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.2)
+
+    monkeypatch.setattr(local, "_follow", follow_then_signal)
+    spec = make_spec(width=64, height=48, max_iter=50)
+    output = Output(png=tmp_path / "out.png")
+
+    result = local.render_locally(
+        spec, output, workers=1, jobs_dir=tmp_path / "jobs", progress=False
+    )
+
+    assert not result.reused and (tmp_path / "out.png").exists()
