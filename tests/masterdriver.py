@@ -68,6 +68,15 @@ class Driver:
         self.master._tick_once()
         await asyncio.gather(*self.master._commits.values())
 
+    def commit(self) -> None:
+        """Commit every open job folder now, as the timer does, and wait."""
+        self.loop.run_until_complete(self._commit())
+
+    async def _commit(self) -> None:
+        await asyncio.gather(*self.master._commits.values(), return_exceptions=True)
+        self.master._commit_all()
+        await asyncio.gather(*self.master._commits.values())
+
     def finish(self) -> None:
         self.answer_chunks_until(self.spec.grid.count)
         self.loop.run_until_complete(self._dispatch_and_wait())

@@ -68,7 +68,7 @@ def test_results_are_taken_while_a_commit_flushes_and_it_vouches_for_none(
         assert set(after_reboot.done) == before
         assert after_reboot.lost == len(during)
 
-        driver.loop.run_until_complete(driver.master.commit())
+        driver.commit()
         after_reboot = read_recovery(folder, SPEC, boot=ANOTHER_BOOT)
         assert set(after_reboot.done) == before | during
     finally:
@@ -209,10 +209,10 @@ def test_the_dashboard_hears_once_when_a_flush_fails(tmp_path, monkeypatch):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
         monkeypatch.setattr(os, "fsync", failing_fsync)
-        driver.loop.run_until_complete(driver.master.commit())
+        driver.commit()
         monkeypatch.undo()
         driver.answer_chunks_until(driver.job.done + 1)
-        driver.loop.run_until_complete(driver.master.commit())
+        driver.commit()
         driver.tick()
         driver.tick()
     finally:

@@ -66,7 +66,7 @@ def test_the_dashboard_hears_when_the_journal_is_refused_and_taken_again(
             ]
 
             filler.unlink()
-            driver.loop.run_until_complete(driver.master.commit())
+            driver.commit()
             driver.tick()
             assert events(driver, "journal-ok") == [
                 f"job {driver.job.id}: its journal is written again"

@@ -420,12 +420,6 @@ class Master:
         else:
             store.abort_commit(step)
 
-    async def commit(self) -> None:
-        """Commit every open job folder now and wait until it is done."""
-        await asyncio.gather(*self._commits.values(), return_exceptions=True)
-        self._commit_all()
-        await asyncio.gather(*self._commits.values())
-
     def _report_journals(self, now: float) -> None:
         """Put a job folder's disk trouble in the event log when it starts
         or ends; the store has logged the details."""
